@@ -1,0 +1,121 @@
+"""Per-frame PSNR / SSIM for clips, in RGB or BT.601 studio-range Y, with synced averaging.
+
+Conventions (those of the video restoration papers):
+- Both clips are clamped to [0, 1] before measuring: the network output is what would be
+  written to an 8-bit file, and noisy inputs may leave [0, 1].
+- ``crop_border`` pixels are dropped at each side before measuring.
+- PSNR/SSIM are computed per frame (data_range = 1); clip values are frame averages and data set
+  values are averages over clips (per frame, then per sequence).
+"""
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
+METRIC_SPACES = ("rgb", "y")
+
+
+def rgb_to_y_bt601(rgb: torch.Tensor) -> torch.Tensor:
+    """Studio-range BT.601 luma of RGB in [0, 1]: ``(16 + 65.481 R + 128.553 G + 24.966 B) / 255``.
+
+    (…, 3, H, W) -> (…, 1, H, W); white -> 235/255, black -> 16/255. Hand-written because
+    ``kornia.color.rgb_to_y`` is full-range (JPEG) luma, while Y-PSNR in the deraining and
+    super-resolution literature follows MATLAB's ``rgb2ycbcr`` (Y in [16, 235]).
+    """
+    if rgb.dim() < 3 or rgb.shape[-3] != 3:
+        raise ValueError(f"rgb_to_y_bt601: expected (..., 3, H, W) RGB, got {tuple(rgb.shape)}")
+    r, g, b = rgb.unbind(dim=-3)
+    y = (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    return y.unsqueeze(-3)
+
+
+def prepare_frames(
+    clip: torch.Tensor, metric_space: str = "rgb", crop_border: int = 0
+) -> torch.Tensor:
+    """(B, T, 3, H, W) or (B, 3, H, W) -> (N, C, H', W') frames ready for the metrics.
+
+    Clamps to [0, 1], crops ``crop_border`` pixels at each side, converts to Y when
+    ``metric_space == "y"``. Returns float32.
+    """
+    if metric_space not in METRIC_SPACES:
+        raise ValueError(f"metric_space must be one of {METRIC_SPACES}, got {metric_space!r}")
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    if clip.dim() == 5:
+        clip = clip.flatten(0, 1)
+    if clip.dim() != 4 or clip.shape[1] != 3:
+        raise ValueError(
+            f"expected RGB frames (B, T, 3, H, W) or (B, 3, H, W), got {tuple(clip.shape)}"
+        )
+    h, w = clip.shape[-2:]
+    if crop_border:
+        if 2 * crop_border >= min(h, w):
+            raise ValueError(f"crop_border={crop_border} leaves nothing of a {h}x{w} frame")
+        clip = clip[..., crop_border : h - crop_border, crop_border : w - crop_border]
+    frames = clip.float().clamp(0.0, 1.0)
+    return rgb_to_y_bt601(frames) if metric_space == "y" else frames
+
+
+def frame_psnr_ssim(
+    restored: torch.Tensor,
+    target: torch.Tensor,
+    metric_space: str = "rgb",
+    crop_border: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame PSNR (dB) and SSIM of clips (B, T, 3, H, W) -> two (B, T) tensors.
+
+    Uses torchmetrics' functional forms (PSNR over dims (1, 2, 3) of each frame, Gaussian SSIM
+    with an 11-pixel window) with data_range 1. Identical frames give PSNR = inf.
+    """
+    if restored.shape != target.shape:
+        raise ValueError(
+            f"restored {tuple(restored.shape)} and target {tuple(target.shape)} "
+            f"must have the same shape"
+        )
+    if restored.dim() != 5:
+        raise ValueError(f"expected clips (B, T, 3, H, W), got {tuple(restored.shape)}")
+    b, t = restored.shape[:2]
+    with torch.no_grad():
+        pred = prepare_frames(restored.detach(), metric_space, crop_border)
+        ref = prepare_frames(target.detach(), metric_space, crop_border)
+        psnr = peak_signal_noise_ratio(pred, ref, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        ssim = structural_similarity_index_measure(pred, ref, data_range=1.0, reduction="none")
+    return psnr.view(b, t), ssim.view(b, t)
+
+
+class ClipQualityMetrics(nn.Module):
+    """Running averages of PSNR and SSIM over clips, synced across processes.
+
+    ``update(restored, target)`` measures every frame, averages per clip, adds one value per clip
+    to the ``psnr`` and ``ssim`` ``MeanMetric``s (so the epoch value is the mean over clips of
+    per-frame means) and returns the per-frame (B, T) values for per-clip records. Log the
+    ``psnr``/``ssim`` attributes with ``LightningModule.log`` so Lightning computes, syncs and
+    resets them at epoch end.
+    """
+
+    def __init__(self, metric_space: str = "rgb", crop_border: int = 0) -> None:
+        super().__init__()
+        if metric_space not in METRIC_SPACES:
+            raise ValueError(f"metric_space must be one of {METRIC_SPACES}, got {metric_space!r}")
+        if crop_border < 0:
+            raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+        self.metric_space = metric_space
+        self.crop_border = crop_border
+        self.psnr = MeanMetric()
+        self.ssim = MeanMetric()
+
+    def update(
+        self, restored: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        psnr, ssim = frame_psnr_ssim(restored, target, self.metric_space, self.crop_border)
+        self.psnr.update(psnr.mean(dim=1))
+        self.ssim.update(ssim.mean(dim=1))
+        return psnr, ssim
+
+    def reset(self) -> None:
+        self.psnr.reset()
+        self.ssim.reset()

@@ -1,0 +1,362 @@
+"""RestorationTask: trains a video restoration network with loss = Charbonnier + λ·bpp.
+
+The network follows the contract of ``lightning_modules/stages/network.py`` (docs/ARCHITECTURE.md):
+``net(lq (B,T,3,H,W), noise_level (B,) | None, return_maps) -> out`` with ``out.restored``,
+``out.bpp``, ``out.bpp_y``, ``out.bpp_z`` and ``out.maps``; ``net.noise_channel`` (bool) says
+whether it takes σ, and ``net.flow`` (optional) is the optical-flow stage, which gets its own
+param group (``flow_lr_scale``) and can be frozen for the first ``freeze_flow_steps`` steps.
+
+Logged keys (``stage`` = train / val / test): ``loss``, ``distortion``, ``bpp``, ``bpp_y``,
+``bpp_z``, ``psnr``, ``ssim`` and ``train/rate_weight``. Learning rates are left to Lightning's
+``LearningRateMonitor`` callback (param groups are named ``net`` and ``flow``).
+"""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from lightning_modules.losses import charbonnier
+from lightning_modules.lr_schedules import (
+    SCHEDULER_INTERVALS,
+    build_scheduler,
+    lightning_optimizer_config,
+)
+from lightning_modules.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr_ssim
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+def _as_scalar(value: Any, like: torch.Tensor) -> torch.Tensor:
+    """Net outputs such as ``bpp`` may be Python numbers for codec-free nets; make them tensors."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def first_sample_on_cpu(x: torch.Tensor) -> torch.Tensor:
+    """``x[0]``, detached, float32, on the CPU (what image callbacks consume)."""
+    return x[0].detach().float().cpu()
+
+
+class RestorationTask(pl.LightningModule):
+    """Rate-regularised video restoration training, validation and testing.
+
+    Args:
+        net: the restoration network (see module docstring for its contract).
+        optimizer: a partial ``params -> Optimizer`` (Hydra ``_partial_: true``); it receives
+            param groups named ``net`` and ``flow``.
+        scheduler: a partial ``optimizer -> LR scheduler`` or None. A ``total_steps`` argument
+            left None is filled from ``trainer.estimated_stepping_batches``
+            (see ``lr_schedules.warmup_cosine``).
+        rate_weight: λ in ``loss = Charbonnier(restored, gt) + λ · bpp``.
+        rate_warmup_steps: λ ramps linearly from 0 to ``rate_weight`` over these optimizer steps
+            (0: full λ at once). Validation and test losses always use the full λ.
+        charbonnier_eps: ε of the Charbonnier distortion ``sqrt(d² + ε²)``.
+        flow_lr_scale: learning-rate multiplier of ``net.flow``'s parameters (own param group).
+        freeze_flow_steps: ``net.flow`` is not updated during the first N optimizer steps.
+        metric_space: ``"rgb"`` or ``"y"`` (BT.601 studio-range luma) for PSNR/SSIM.
+        crop_border: pixels dropped at each side of every frame before the metrics.
+        scheduler_interval: ``"step"`` or ``"epoch"``: when Lightning steps the scheduler.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        rate_weight: float = 0.01,
+        rate_warmup_steps: int = 0,
+        charbonnier_eps: float = 1e-3,
+        flow_lr_scale: float = 0.125,
+        freeze_flow_steps: int = 0,
+        metric_space: str = "rgb",
+        crop_border: int = 0,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__()
+        bounds = {  # name: (value, smallest allowed, whether the bound itself is allowed)
+            "rate_weight": (rate_weight, 0, True),
+            "rate_warmup_steps": (rate_warmup_steps, 0, True),
+            "charbonnier_eps": (charbonnier_eps, 0, False),
+            "flow_lr_scale": (flow_lr_scale, 0, True),
+            "freeze_flow_steps": (freeze_flow_steps, 0, True),
+            "crop_border": (crop_border, 0, True),
+        }
+        for name, (value, low, inclusive) in bounds.items():
+            if value < low or (value == low and not inclusive):
+                raise ValueError(
+                    f"RestorationTask: {name} must be {'>=' if inclusive else '>'} "
+                    f"{low}, got {value}"
+                )
+        if metric_space not in METRIC_SPACES:
+            raise ValueError(
+                f"RestorationTask: metric_space must be one of {METRIC_SPACES}, got "
+                f"{metric_space!r}"
+            )
+        if scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(
+                f"RestorationTask: scheduler_interval must be one of "
+                f"{SCHEDULER_INTERVALS}, got {scheduler_interval!r}"
+            )
+        if not callable(optimizer):
+            raise TypeError(
+                "RestorationTask: optimizer must be a callable params -> Optimizer "
+                f"(a Hydra `_partial_: true` target), got {type(optimizer).__name__}"
+            )
+        # The optimizer/scheduler partials stay out of the checkpoint's hyper_parameters: a
+        # functools.partial there makes torch.load(weights_only=True), the default of torch >= 2.6
+        # used by Trainer(ckpt_path=...), refuse the checkpoint. The resolved Hydra config
+        # (stored by train.py) records them instead.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_metrics = ClipQualityMetrics(metric_space, crop_border)
+        self.test_metrics = ClipQualityMetrics(metric_space, crop_border)
+        self.test_records: list[dict[str, Any]] = []
+        self.last_visuals: dict[str, Any] | None = None
+        self._visuals_wanted = False
+        self._maps_wanted = False
+
+    # ----------------------------------------------------------------------------- network
+    def forward(
+        self, lq: torch.Tensor, noise_level: torch.Tensor | None = None, return_maps: bool = False
+    ) -> Any:
+        return self.net(lq, noise_level=noise_level, return_maps=return_maps)
+
+    def _run_net(self, batch: dict[str, Any], return_maps: bool = False) -> Any:
+        lq = batch.get("lq")
+        if not isinstance(lq, torch.Tensor) or lq.dim() != 5 or lq.shape[2] != 3:
+            got = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
+            raise ValueError(
+                f"RestorationTask: batch['lq'] must be a (B, T, 3, H, W) tensor, got {got}"
+            )
+        noise_level = None
+        if getattr(self.net, "noise_channel", False):
+            if "sigma" not in batch:
+                raise KeyError(
+                    "RestorationTask: the network takes a noise level "
+                    "(net.noise_channel=True) but the batch has no 'sigma' key"
+                )
+            noise_level = torch.as_tensor(batch["sigma"], dtype=lq.dtype, device=lq.device)
+            noise_level = noise_level.reshape(-1)
+        return self(lq, noise_level=noise_level, return_maps=return_maps)
+
+    @staticmethod
+    def _require_gt(batch: dict[str, Any], stage: str) -> torch.Tensor:
+        gt = batch.get("gt")
+        if gt is None:
+            raise KeyError(
+                f"RestorationTask: {stage} needs clean targets but the batch has no "
+                f"'gt' key (use a paired data set for {stage})"
+            )
+        if gt.shape != batch["lq"].shape:
+            raise ValueError(
+                f"RestorationTask: batch['gt'] {tuple(gt.shape)} must match "
+                f"batch['lq'] {tuple(batch['lq'].shape)}"
+            )
+        return gt
+
+    def rate_weight_at(self, step: int) -> float:
+        """λ after ``step`` optimizer steps: linear ramp from 0 over ``rate_warmup_steps``."""
+        warmup = self.hparams.rate_warmup_steps
+        if warmup <= 0:
+            return float(self.hparams.rate_weight)
+        return float(self.hparams.rate_weight) * min(1.0, step / warmup)
+
+    # ---------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        gt = self._require_gt(batch, "training")
+        out = self._run_net(batch)
+        distortion = charbonnier(out.restored, gt, eps=self.hparams.charbonnier_eps)
+        rate_weight = self.rate_weight_at(self.global_step)
+        bpp = _as_scalar(out.bpp, distortion)
+        loss = distortion + rate_weight * bpp
+        psnr, ssim = frame_psnr_ssim(
+            out.restored, gt, self.hparams.metric_space, self.hparams.crop_border
+        )
+        values = {
+            "loss": loss.detach(),
+            "distortion": distortion.detach(),
+            "bpp": bpp.detach(),
+            "bpp_y": _as_scalar(out.bpp_y, distortion).detach(),
+            "bpp_z": _as_scalar(out.bpp_z, distortion).detach(),
+            "psnr": psnr.mean(),
+            "ssim": ssim.mean(),
+            "rate_weight": torch.tensor(rate_weight),
+        }
+        batch_size = gt.shape[0]
+        for key, value in values.items():
+            self.log(
+                f"train/{key}",
+                value,
+                on_step=True,
+                on_epoch=False,
+                sync_dist=True,
+                prog_bar=key in ("loss", "psnr"),
+                batch_size=batch_size,
+            )
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Freeze ``net.flow`` during the first ``freeze_flow_steps`` optimizer steps.
+
+        Its gradients are dropped (set to None) just before the step, so the optimizer skips
+        those parameters entirely (no update, no weight decay, no moment statistics). This keeps
+        requires_grad unchanged, which DDP needs (its reducer is built once), and works with
+        any scheduler, which would overwrite a zero learning rate.
+        """
+        if self.global_step < self.hparams.freeze_flow_steps:
+            for param in self._flow_parameters():
+                param.grad = None
+
+    def _flow_parameters(self) -> list[nn.Parameter]:
+        flow = getattr(self.net, "flow", None)
+        if not isinstance(flow, nn.Module):
+            return []
+        return [p for p in flow.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        flow_params = self._flow_parameters()
+        flow_ids = {id(p) for p in flow_params}
+        net_params = [p for p in self.parameters() if p.requires_grad and id(p) not in flow_ids]
+        groups = [{"params": net_params, "name": "net"}]
+        if flow_params:
+            groups.append({"params": flow_params, "name": "flow"})
+        optimizer = self.optimizer_factory(groups)
+        if flow_params:
+            optimizer.param_groups[1]["lr"] = (
+                optimizer.param_groups[0]["lr"] * self.hparams.flow_lr_scale
+            )
+        scheduler = None
+        if self.scheduler_factory is not None:
+            scheduler = build_scheduler(
+                self.scheduler_factory, optimizer, self.trainer.estimated_stepping_batches
+            )
+        return lightning_optimizer_config(optimizer, scheduler, self.hparams.scheduler_interval)
+
+    # ------------------------------------------------------------------ validation and test
+    def _evaluate(
+        self, batch: dict[str, Any], stage: str, metrics: ClipQualityMetrics, return_maps: bool
+    ) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+        """Run the net, log rate (and distortion/quality when ``gt`` exists); per-frame values."""
+        out = self._run_net(batch, return_maps=return_maps)
+        batch_size = batch["lq"].shape[0]
+        like = out.restored
+        logged = {
+            "bpp": _as_scalar(out.bpp, like),
+            "bpp_y": _as_scalar(out.bpp_y, like),
+            "bpp_z": _as_scalar(out.bpp_z, like),
+        }
+        psnr = ssim = None
+        if batch.get("gt") is not None:
+            gt = self._require_gt(batch, stage)
+            distortion = charbonnier(out.restored, gt, eps=self.hparams.charbonnier_eps)
+            logged["distortion"] = distortion
+            logged["loss"] = distortion + self.hparams.rate_weight * logged["bpp"]
+            psnr, ssim = metrics.update(out.restored, gt)
+            self.log(
+                f"{stage}/psnr",
+                metrics.psnr,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=batch_size,
+            )
+            self.log(
+                f"{stage}/ssim", metrics.ssim, on_step=False, on_epoch=True, batch_size=batch_size
+            )
+        for key, value in logged.items():
+            self.log(
+                f"{stage}/{key}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+                batch_size=batch_size,
+            )
+        return out, psnr, ssim
+
+    def request_visuals(self, maps: bool = False) -> None:
+        """Ask for ``last_visuals`` from the first batch of the next validation epoch.
+
+        Called by image callbacks on their schedule; ``maps=True`` also runs that batch with
+        ``return_maps=True``. Without a request, validation stores nothing.
+        """
+        self._visuals_wanted = True
+        self._maps_wanted = self._maps_wanted or maps
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        capture = self._visuals_wanted and batch_idx == 0
+        out, _, _ = self._evaluate(
+            batch, "val", self.val_metrics, return_maps=capture and self._maps_wanted
+        )
+        if capture:
+            self._capture_visuals(batch, out)
+
+    def _capture_visuals(self, batch: dict[str, Any], out: Any) -> None:
+        gt = batch.get("gt")
+        names = batch.get("name")
+        self.last_visuals = {
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "name": names[0] if names else "",
+            "lq": first_sample_on_cpu(batch["lq"]),
+            "restored": first_sample_on_cpu(out.restored),
+            "gt": first_sample_on_cpu(gt) if gt is not None else None,
+            "maps": [
+                {key: first_sample_on_cpu(value) for key, value in frame_maps.items()}
+                for frame_maps in (out.maps or [])
+            ],
+        }
+        self._visuals_wanted = False
+        self._maps_wanted = False
+
+    def on_test_epoch_start(self) -> None:
+        self.test_records = []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Log test metrics and append one record per clip to ``test_records``.
+
+        Record keys: ``name``, ``sigma`` (σ·255 rounded, int), ``psnr``/``ssim`` (clip means of
+        the per-frame values; NaN without ``gt``), ``psnr_per_frame``/``ssim_per_frame``,
+        ``frame_idx``, ``num_frames`` and ``bpp``. The net reports one bpp per batch, so
+        ``bpp`` is per clip only with test batch size 1 (as eval uses). Sequences split into
+        several clips are averaged per frame by grouping records on ``name``.
+        """
+        out, psnr, ssim = self._evaluate(batch, "test", self.test_metrics, return_maps=False)
+        lq = batch["lq"]
+        batch_size, num_frames = lq.shape[:2]
+        names = batch.get("name") or [f"clip{batch_idx}_{i}" for i in range(batch_size)]
+        sigma = batch.get("sigma")
+        sigma = (
+            torch.as_tensor(sigma).reshape(-1).tolist() if sigma is not None else [0.0] * batch_size
+        )
+        frame_idx = batch.get("frame_idx")
+        bpp = float(_as_scalar(out.bpp, out.restored))
+        nan_frames = [math.nan] * num_frames
+        for i in range(batch_size):
+            psnr_frames = psnr[i].tolist() if psnr is not None else nan_frames
+            ssim_frames = ssim[i].tolist() if ssim is not None else nan_frames
+            self.test_records.append(
+                {
+                    "name": names[i],
+                    "sigma": int(round(float(sigma[i]) * 255)),
+                    "psnr": sum(psnr_frames) / num_frames,
+                    "ssim": sum(ssim_frames) / num_frames,
+                    "bpp": bpp,
+                    "num_frames": int(num_frames),
+                    "psnr_per_frame": psnr_frames,
+                    "ssim_per_frame": ssim_frames,
+                    "frame_idx": (
+                        frame_idx[i].tolist() if frame_idx is not None else list(range(num_frames))
+                    ),
+                }
+            )
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Restored clip (B, T, 3, H, W), clamped to [0, 1]."""
+        return self._run_net(batch).restored.clamp(0.0, 1.0)
