@@ -1,0 +1,317 @@
+"""Clips sampled from a list of ``Sequence``: the one Dataset every data config uses.
+
+Indexing:
+- training: one item per window start position, over all sequences (a sequence of n frames
+  gives n − span + 1 items, span = (clip_len − 1)·min(temporal_strides) + 1), so every frame
+  is equally likely to be seen and an epoch covers each sequence in proportion to its length.
+  Each item then draws its stride, reversal, crop and flips, and the degradation;
+- val/test: non-overlapping windows ``[0, L), [L, 2L), ...`` (a tail shorter than L is
+  dropped), or the whole sequence when ``clip_len == -1``; with ``fixed_sigmas`` each
+  (window, σ) pair is one item. Centre crop of ``patch_size``, or the full frame when None.
+
+Randomness (all of it through one ``torch.Generator`` per item):
+- training: seeded from (``seed``, index, one draw from torch's global RNG). In DataLoader
+  workers PyTorch seeds that global RNG per worker from the loader's generator (``base_seed +
+  worker_id``), in the main process ``seed_everything``/``torch.manual_seed`` does; so a run
+  repeats given its seeds while every epoch sees new crops and noise;
+- val/test: seeded from (``seed``, sequence name, window start, σ) only, so evaluation noise is
+  identical across runs, dataset instances, worker counts and the order of the other sequences.
+
+Items (see docs/ARCHITECTURE.md): ``{"lq" (T, 3, h, w), "gt" (T, 3, h, w; absent when the
+sequence has no clean frames), "sigma" () float (0 without noise), "name" str, "frame_idx" (T,)
+long}``. Paired sequences (``Sequence.lq`` set) use their real degraded frames; the degradation
+is then applied to those LQ frames only when ``degrade_paired=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.clip_transforms import (
+    apply_spatial,
+    as_patch_size,
+    centre_spatial_params,
+    draw_spatial_params,
+    draw_temporal_window,
+    frame_window,
+    window_span,
+)
+from datamodules.degradations import GaussianNoise
+from datamodules.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+# Errors a frame source raises for a missing/corrupt frame (DatasetLayoutError is a ValueError).
+READ_ERRORS = (OSError, ValueError, RuntimeError)
+MAX_SUBSTITUTIONS = 16
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from ``parts`` that is the same in every process (unlike ``hash``)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One item: sequence position, window start, and the fixed σ (0-255 units) if any."""
+
+    sequence: int
+    start: int
+    sigma: float | None = None
+
+
+class ClipDataset(Dataset):
+    """Clips of ``clip_len`` frames from ``sequences`` (see the module docstring).
+
+    Args:
+        sequences: the sequences to sample from.
+        clip_len: frames per clip; -1 = the whole sequence (val/test only).
+        train: random windows/crops/flips/reversal (True) or deterministic centred clips.
+        patch_size: crop size (int or (h, w)); None keeps the full frame.
+        degradation: ``deg(gt_clip, generator) -> (lq_clip, info)`` for sequences without LQ
+            frames (``datamodules.degradations``); required when such sequences exist, unless
+            ``fixed_sigmas`` is given.
+        temporal_strides: training frame strides, one drawn per clip among those that fit.
+        reverse_prob: training probability of reversing a clip's frame order.
+        flip, vflip, transpose: training horizontal flip, vertical flip, H/W transposition
+            (each with probability 1/2; transposition needs a square patch).
+        seed: base seed of every item's generator.
+        fixed_sigmas: test noise levels (0-255 units); each (window, σ) is one item with
+            ``GaussianNoise(fixed_sigma=σ)``. Val/test only.
+        skip_bad: drop (and log) sequences shorter than a clip, and replace a clip whose frames
+            fail to read with the next readable one (logged) instead of raising.
+        degrade_paired: also apply the degradation to the real LQ frames of paired sequences.
+    """
+
+    def __init__(
+        self,
+        sequences: list[Sequence],
+        clip_len: int = 7,
+        train: bool = True,
+        patch_size: int | tuple[int, int] | None = 128,
+        degradation=None,
+        temporal_strides: tuple[int, ...] = (1,),
+        reverse_prob: float = 0.5,
+        flip: bool = True,
+        seed: int = 0,
+        fixed_sigmas: list[float] | None = None,
+        skip_bad: bool = False,
+        vflip: bool = False,
+        transpose: bool = False,
+        degrade_paired: bool = False,
+    ) -> None:
+        sequences = list(sequences)
+        if not sequences or not all(isinstance(s, Sequence) for s in sequences):
+            raise ValueError(
+                f"ClipDataset: sequences must be a non-empty list of Sequence, "
+                f"got {sequences!r:.200}"
+            )
+        if not isinstance(clip_len, int) or not (clip_len >= 1 or (clip_len == -1 and not train)):
+            raise ValueError(
+                f"ClipDataset: clip_len must be an int >= 1 (or -1 = whole sequence, val/test "
+                f"only), got {clip_len!r} with train={train}"
+            )
+        strides = tuple(int(s) for s in temporal_strides)
+        if not strides or min(strides) < 1:
+            raise ValueError(
+                f"ClipDataset: temporal_strides must be positive ints, got {temporal_strides!r}"
+            )
+        if not 0.0 <= float(reverse_prob) <= 1.0:
+            raise ValueError(f"ClipDataset: reverse_prob must be in [0, 1], got {reverse_prob!r}")
+        if fixed_sigmas is not None:
+            fixed_sigmas = [float(s) for s in fixed_sigmas]
+            if train or not fixed_sigmas or min(fixed_sigmas) < 0:
+                raise ValueError(
+                    f"ClipDataset: fixed_sigmas (non-empty, >= 0, 0-255 units) is for val/test "
+                    f"(train=False), got {fixed_sigmas!r} with train={train}"
+                )
+            if degradation is not None and not isinstance(degradation, GaussianNoise):
+                raise ValueError(
+                    f"ClipDataset: fixed_sigmas needs a noise degradation, got {degradation!r}"
+                )
+        self.patch_size = as_patch_size(patch_size, "ClipDataset patch_size")
+        if (
+            train
+            and transpose
+            and self.patch_size is not None
+            and self.patch_size[0] != self.patch_size[1]
+        ):
+            raise ValueError(
+                f"ClipDataset: transpose needs a square patch_size, got {patch_size!r}"
+            )
+        self.clip_len = clip_len
+        self.train = train
+        self.degradation = degradation
+        self.temporal_strides = strides
+        self.reverse_prob = float(reverse_prob)
+        self.flip, self.vflip, self.transpose = bool(flip), bool(vflip), bool(transpose)
+        self.seed = int(seed)
+        self.fixed_sigmas = fixed_sigmas
+        self.skip_bad = bool(skip_bad)
+        self.degrade_paired = bool(degrade_paired)
+        self.sequences = self._keep_long_enough(sequences)
+        self._check_degradation_available()
+        self.items = self._index_items()
+
+    # ------------------------------------------------------------------ construction
+    def _min_length(self) -> int:
+        if self.clip_len == -1:
+            return 1
+        stride = min(self.temporal_strides) if self.train else 1
+        return window_span(self.clip_len, stride)
+
+    def _keep_long_enough(self, sequences: list[Sequence]) -> list[Sequence]:
+        needed = self._min_length()
+        kept = []
+        for sequence in sequences:
+            if len(sequence) >= needed:
+                kept.append(sequence)
+                continue
+            message = (
+                f"sequence {sequence.name!r} has {len(sequence)} frames, fewer than the "
+                f"{needed} a clip of clip_len={self.clip_len} needs"
+            )
+            if not self.skip_bad:
+                raise ValueError(f"ClipDataset: {message} (set skip_bad=True to skip it)")
+            log.warning("ClipDataset: skipping %s", message)
+        if not kept:
+            raise ValueError(f"ClipDataset: no sequence has the {needed} frames a clip needs")
+        return kept
+
+    def _check_degradation_available(self) -> None:
+        if self.fixed_sigmas is not None and not self.degrade_paired:
+            paired = [s.name for s in self.sequences if s.lq is not None]
+            if paired:
+                raise ValueError(
+                    f"ClipDataset: fixed_sigmas adds noise to clean frames, but sequence "
+                    f"{paired[0]!r} has its own degraded frames (set degrade_paired=True to add "
+                    f"noise on top of them)"
+                )
+        if self.degradation is not None or self.fixed_sigmas is not None:
+            return
+        clean_only = [s.name for s in self.sequences if s.lq is None]
+        if clean_only:
+            raise ValueError(
+                f"ClipDataset: sequences without degraded frames (e.g. {clean_only[0]!r}) need a "
+                f"degradation (a datamodules.degradations object, NoDegradation for lq = gt)"
+            )
+
+    def _index_items(self) -> list[ClipRef]:
+        sigmas = self.fixed_sigmas or [None]
+        items = []
+        for position, sequence in enumerate(self.sequences):
+            length = len(sequence)
+            if self.train:
+                starts = range(length - self._min_length() + 1)
+            elif self.clip_len == -1:
+                starts = range(1)
+            else:
+                starts = range(0, length - self.clip_len + 1, self.clip_len)
+            items.extend(ClipRef(position, start, sigma) for start in starts for sigma in sigmas)
+        return items
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        mode = "train" if self.train else "eval"
+        return (
+            f"ClipDataset({mode}, {len(self.sequences)} sequences, {len(self)} clips, "
+            f"clip_len={self.clip_len}, patch_size={self.patch_size}, "
+            f"degradation={self.degradation!r})"
+        )
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"ClipDataset index {index} out of range for {len(self)} clips")
+        index %= len(self)
+        if not self.skip_bad:
+            return self._load(index)
+        last_error = None
+        for attempt in range(min(len(self), MAX_SUBSTITUTIONS)):
+            candidate = (index + attempt) % len(self)
+            try:
+                return self._load(candidate)
+            except READ_ERRORS as error:
+                last_error = error
+                log.warning("ClipDataset: skipping unreadable clip %d: %s", candidate, error)
+        raise RuntimeError(
+            f"ClipDataset: {MAX_SUBSTITUTIONS} consecutive clips from {index} failed to read"
+        ) from last_error
+
+    def _generator(self, index: int, ref: ClipRef) -> torch.Generator:
+        if self.train:
+            draw = int(torch.randint(2**62, ()).item())  # global RNG: worker-seeded by PyTorch
+            seed = derive_seed(self.seed, "train", index, draw)
+        else:
+            name = self.sequences[ref.sequence].name
+            seed = derive_seed(self.seed, "eval", name, ref.start, ref.sigma)
+        return torch.Generator().manual_seed(seed)
+
+    def _frame_indices(self, ref: ClipRef, length: int, generator: torch.Generator) -> list[int]:
+        if self.train:
+            return draw_temporal_window(
+                length,
+                self.clip_len,
+                ref.start,
+                self.temporal_strides,
+                self.reverse_prob,
+                generator,
+            )
+        return frame_window(ref.start, length if self.clip_len == -1 else self.clip_len)
+
+    def _read(self, sequence: Sequence, indices: list[int]) -> tuple[torch.Tensor | None, ...]:
+        try:
+            gt = sequence.gt.read(indices) if sequence.gt is not None else None
+            lq = sequence.lq.read(indices) if sequence.lq is not None else None
+        except READ_ERRORS as error:
+            error.add_note(f"while reading frames {indices} of sequence {sequence.name!r}")
+            raise
+        if gt is not None and lq is not None and gt.shape != lq.shape:
+            raise ValueError(
+                f"sequence {sequence.name!r}: degraded frames {tuple(lq.shape)} and clean "
+                f"frames {tuple(gt.shape)} differ in shape (frames {indices})"
+            )
+        return gt, lq
+
+    def _load(self, index: int) -> dict:
+        ref = self.items[index]
+        sequence = self.sequences[ref.sequence]
+        generator = self._generator(index, ref)
+        indices = self._frame_indices(ref, len(sequence), generator)
+        gt, lq = self._read(sequence, indices)
+        frame_size = tuple((gt if gt is not None else lq).shape[-2:])
+        where = f"sequence {sequence.name!r}"
+        if self.train:
+            params = draw_spatial_params(
+                frame_size, self.patch_size, generator, self.flip, self.vflip, self.transpose, where
+            )
+        else:
+            params = centre_spatial_params(frame_size, self.patch_size, where)
+        gt = apply_spatial(gt, params) if gt is not None else None
+        lq = apply_spatial(lq, params) if lq is not None else None
+
+        degradation = self.degradation
+        if ref.sigma is not None:
+            degradation = GaussianNoise(fixed_sigma=ref.sigma)
+        sigma = 0.0
+        if lq is None or (self.degrade_paired and degradation is not None):
+            lq, info = degradation(gt if lq is None else lq, generator)
+            sigma = float(info.get("sigma", 0.0))
+
+        item = {
+            "lq": lq.float(),
+            "sigma": torch.tensor(sigma, dtype=torch.float32),
+            "name": sequence.name,
+            "frame_idx": torch.tensor(indices, dtype=torch.long),
+        }
+        if gt is not None:
+            item["gt"] = gt.float()
+        return item

@@ -1,0 +1,59 @@
+"""Synthetic degradations: clean clip -> degraded clip, reproducible through a torch.Generator.
+
+Every degradation is a callable ``deg(gt_clip (T, 3, H, W) in [0, 1], generator) -> (lq_clip,
+info: dict)``. All randomness comes from ``generator``, so the same generator state gives the
+same degraded clip. ``info["sigma"]`` (noise std in [0, 1] units) is set by ``GaussianNoise``
+only; the datasets treat a missing key as σ = 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from datamodules.clip_transforms import check_clip
+from datamodules.degradations.haze import SyntheticHaze
+from datamodules.degradations.noise import GaussianNoise
+from datamodules.degradations.rain import SyntheticRain
+
+
+class NoDegradation:
+    """Identity: ``lq = gt`` (a copy), empty info. For sets whose degraded frames are provided."""
+
+    def __repr__(self) -> str:
+        return "NoDegradation()"
+
+    def __call__(
+        self, gt_clip: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        return check_clip(gt_clip, "NoDegradation input").clone(), {}
+
+
+DEGRADATIONS = {
+    "noise": GaussianNoise,
+    "rain": SyntheticRain,
+    "haze": SyntheticHaze,
+    "none": NoDegradation,
+}
+
+
+def build_degradation(name: str, **kwargs):
+    """Build the degradation called ``name`` ("noise", "rain", "haze", "none") with ``kwargs``
+    passed to its constructor."""
+    if name not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {name!r}; valid names: {', '.join(DEGRADATIONS)}")
+    try:
+        return DEGRADATIONS[name](**kwargs)
+    except TypeError as error:
+        raise TypeError(
+            f"degradation {name!r}: bad keyword arguments {sorted(kwargs)}: {error}"
+        ) from error
+
+
+__all__ = [
+    "DEGRADATIONS",
+    "GaussianNoise",
+    "NoDegradation",
+    "SyntheticHaze",
+    "SyntheticRain",
+    "build_degradation",
+]

@@ -1,0 +1,261 @@
+"""``VideoDataModule``: the one LightningDataModule behind every ``conf/data/*.yaml``.
+
+A data config names scanners (callables returning ``list[Sequence]``, usually Hydra
+``_partial_`` targets such as ``datamodules.datasets.set8.scan_set8``) for each split, the task,
+and the degradation synthesized on clean frames. The scanners run in ``setup()``, so a missing
+dataset fails there with the scanner's own error; clips come from ``ClipDataset``.
+
+Protocol (DATASETS.md §7): training clips get the degradation with random parameters (noise:
+σ ~ U[sigma_range]/255 per clip); validation uses σ = ``val_sigma`` and test each σ of
+``test_sigmas`` (0-255 units) with noise seeded per item, when ``degradation == "noise"``.
+Other degradations are seeded per item at val/test too, so every evaluation sees the same data.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from datamodules.clip_dataset import ClipDataset
+from datamodules.degradations import DEGRADATIONS, build_degradation
+from datamodules.sequence import Sequence
+
+TASKS = ("denoise", "derain", "dehaze")
+METRIC_SPACES = ("rgb", "y")
+TASK_OF_DEGRADATION = {"noise": "denoise", "rain": "derain", "haze": "dehaze"}
+
+SequenceSource = Callable[[], list[Sequence]] | list[Sequence] | None
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from the worker's torch seed
+    (PyTorch already seeds torch per worker from the loader's generator), so any library
+    drawing from them in a worker repeats too."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """Train/val/test clip loaders over scanned sequences.
+
+    Args:
+        train_sequences, val_sequences, test_sequences: callables returning ``list[Sequence]``
+            (Hydra partials of the scanners), a list directly, or None when the split is absent.
+        task: "denoise" | "derain" | "dehaze"; None = derived from ``degradation``.
+        metric_space: "rgb" | "y", the evaluation convention of the dataset.
+        degradation: "noise" | "rain" | "haze" | "none", synthesized on clean frames of
+            sequences without provided degraded frames.
+        degradation_kwargs: constructor arguments of the degradation (e.g. ``sigma_range``).
+        clip_len, val_clip_len, test_clip_len: frames per clip; -1 = whole sequence (val/test).
+        patch_size: training crop (int or (h, w)); None = full frame.
+        val_patch_size, test_patch_size: centre crop at val/test; None = full frame.
+        batch_size: training clips per batch; val_batch_size: for validation and test.
+        num_workers: DataLoader workers (persistent when > 0); pin_memory: DataLoader pinning.
+        test_sigmas: test noise levels (0-255 units), one item per (clip, σ), noise only.
+        val_sigma: validation noise level (0-255 units), noise only.
+        seed: base seed of all clip sampling and degradations.
+        skip_bad: skip short sequences and unreadable clips (logged) instead of raising.
+        max_val_clips: keep at most this many validation clips, evenly spaced; None = all.
+        temporal_strides, reverse_prob, flip, vflip, transpose: training augmentation
+            (see ``ClipDataset``).
+        degrade_paired: also degrade the provided LQ frames of paired sequences.
+    """
+
+    def __init__(
+        self,
+        train_sequences: SequenceSource = None,
+        val_sequences: SequenceSource = None,
+        test_sequences: SequenceSource = None,
+        task: str | None = None,
+        metric_space: str = "rgb",
+        degradation: str = "noise",
+        degradation_kwargs: dict | None = None,
+        clip_len: int = 7,
+        val_clip_len: int = -1,
+        test_clip_len: int = -1,
+        patch_size: int | tuple[int, int] | None = 128,
+        val_patch_size: int | tuple[int, int] | None = None,
+        test_patch_size: int | tuple[int, int] | None = None,
+        batch_size: int = 8,
+        val_batch_size: int = 1,
+        num_workers: int = 0,
+        test_sigmas: list[float] | None = (10, 20, 30, 40, 50),
+        val_sigma: float = 25.0,
+        seed: int = 0,
+        skip_bad: bool = False,
+        max_val_clips: int | None = None,
+        pin_memory: bool = False,
+        temporal_strides: tuple[int, ...] = (1,),
+        reverse_prob: float = 0.5,
+        flip: bool = True,
+        vflip: bool = False,
+        transpose: bool = False,
+        degrade_paired: bool = False,
+    ) -> None:
+        super().__init__()
+        if degradation not in DEGRADATIONS:
+            raise ValueError(
+                f"VideoDataModule: degradation must be one of {', '.join(DEGRADATIONS)}, "
+                f"got {degradation!r}"
+            )
+        if task is None:
+            if degradation not in TASK_OF_DEGRADATION:
+                raise ValueError(
+                    f"VideoDataModule: task must be given (one of {', '.join(TASKS)}) when "
+                    f"degradation is {degradation!r}"
+                )
+            task = TASK_OF_DEGRADATION[degradation]
+        if task not in TASKS:
+            raise ValueError(
+                f"VideoDataModule: task must be one of {', '.join(TASKS)}, got {task!r}"
+            )
+        if metric_space not in METRIC_SPACES:
+            raise ValueError(
+                f"VideoDataModule: metric_space must be one of {', '.join(METRIC_SPACES)}, "
+                f"got {metric_space!r}"
+            )
+        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"VideoDataModule: {name} must be a positive int, got {value!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(
+                f"VideoDataModule: num_workers must be an int >= 0, got {num_workers!r}"
+            )
+        if max_val_clips is not None and (not isinstance(max_val_clips, int) or max_val_clips < 1):
+            raise ValueError(
+                f"VideoDataModule: max_val_clips must be a positive int or None, "
+                f"got {max_val_clips!r}"
+            )
+        self.sources = {"train": train_sequences, "val": val_sequences, "test": test_sequences}
+        self.task = task
+        self.metric_space = metric_space
+        self.degradation_name = degradation
+        self.degradation_kwargs = dict(degradation_kwargs or {})
+        self.degradation = build_degradation(degradation, **self.degradation_kwargs)
+        self.clip_lens = {"train": clip_len, "val": val_clip_len, "test": test_clip_len}
+        self.patch_sizes = {
+            "train": _size(patch_size),
+            "val": _size(val_patch_size),
+            "test": _size(test_patch_size),
+        }
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = bool(pin_memory)
+        self.test_sigmas = None if test_sigmas is None else [float(s) for s in test_sigmas]
+        self.val_sigma = None if val_sigma is None else float(val_sigma)
+        self.seed = int(seed)
+        self.skip_bad = bool(skip_bad)
+        self.max_val_clips = max_val_clips
+        self.augment = {
+            "temporal_strides": tuple(int(s) for s in temporal_strides),
+            "reverse_prob": float(reverse_prob),
+            "flip": bool(flip),
+            "vflip": bool(vflip),
+            "transpose": bool(transpose),
+        }
+        self.degrade_paired = bool(degrade_paired)
+        self.datasets: dict[str, torch.utils.data.Dataset] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _scan(self, split: str) -> list[Sequence] | None:
+        source = self.sources[split]
+        if source is None:
+            return None
+        sequences = source() if callable(source) else source
+        sequences = list(sequences)
+        if not sequences:
+            raise ValueError(
+                f"VideoDataModule: the {split} scanner {source!r:.200} returned no sequences"
+            )
+        return sequences
+
+    def _fixed_sigmas(self, split: str) -> list[float] | None:
+        """Fixed evaluation noise levels; None = the degradation's own (per-item seeded) draw."""
+        if self.degradation_name != "noise":
+            return None
+        if split == "val":
+            return None if self.val_sigma is None else [self.val_sigma]
+        return self.test_sigmas
+
+    def _build(self, split: str) -> torch.utils.data.Dataset | None:
+        sequences = self._scan(split)
+        if sequences is None:
+            return None
+        train = split == "train"
+        dataset = ClipDataset(
+            sequences,
+            clip_len=self.clip_lens[split],
+            train=train,
+            patch_size=self.patch_sizes[split],
+            degradation=self.degradation,
+            seed=self.seed,
+            fixed_sigmas=None if train else self._fixed_sigmas(split),
+            skip_bad=self.skip_bad,
+            degrade_paired=self.degrade_paired,
+            **self.augment,
+        )
+        if split == "val" and self.max_val_clips is not None and len(dataset) > self.max_val_clips:
+            keep = np.linspace(0, len(dataset) - 1, self.max_val_clips).round().astype(int)
+            return Subset(dataset, sorted(set(keep.tolist())))
+        return dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan and index the splits ``stage`` needs (fit: train + val; validate; test)."""
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage, ("train", "val", "test")
+        )
+        required = {"fit": "train", "test": "test"}.get(stage)
+        for split in wanted:
+            if split in self.datasets:
+                continue
+            dataset = self._build(split)
+            if dataset is not None:
+                self.datasets[split] = dataset
+            elif split == required:
+                raise ValueError(
+                    f"VideoDataModule: stage {stage!r} needs {split}_sequences, which is None"
+                )
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(
+                f"VideoDataModule: no {split} dataset; call setup() first "
+                f"(or give {split}_sequences)"
+            )
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation clips, or an empty list (no validation) when val_sequences is None."""
+        if "val" not in self.datasets and self.sources["val"] is None:
+            return []
+        return self._loader("val", self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.val_batch_size, shuffle=False)
+
+
+def _size(patch_size):
+    """Hydra passes lists (ListConfig) for pairs; ClipDataset wants an int, a tuple or None."""
+    if patch_size is None or isinstance(patch_size, int):
+        return patch_size
+    return tuple(int(v) for v in patch_size)
