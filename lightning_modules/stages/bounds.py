@@ -85,8 +85,10 @@ class NonNegativeParametrizer(nn.Module):
         return torch.sqrt(torch.clamp(value + pedestal, min=pedestal))
 
     def forward(self, stored: Tensor) -> Tensor:
-        """Value ``>= minimum`` represented by ``stored``."""
-        return self.lower_bound(stored) ** 2 - self.pedestal
+        """Value ``>= minimum`` represented by ``stored``. The outer bound only absorbs the
+        rounding of ``sqrt(minimum + p²)² − p²`` so the floor holds exactly in any dtype."""
+        value = self.lower_bound(stored) ** 2 - self.pedestal.to(stored.dtype)
+        return lower_bound(value, self.minimum)
 
     def extra_repr(self) -> str:
         return f"minimum={self.minimum:g}"
