@@ -47,7 +47,8 @@ class VideoDataModule(pl.LightningDataModule):
     Args:
         train_sequences, val_sequences, test_sequences: callables returning ``list[Sequence]``
             (Hydra partials of the scanners), a list directly, or None when the split is absent.
-        task: "denoise" | "derain" | "dehaze"; None = derived from ``degradation``.
+        task: "denoise" | "derain" | "dehaze"; None = derived from ``degradation``. A synthetic
+            degradation must match it (noise: denoise, rain: derain, haze: dehaze).
         metric_space: "rgb" | "y", the evaluation convention of the dataset.
         degradation: "noise" | "rain" | "haze" | "none", synthesized on clean frames of
             sequences without provided degraded frames.
@@ -86,7 +87,7 @@ class VideoDataModule(pl.LightningDataModule):
         val_batch_size: int = 1,
         num_workers: int = 0,
         test_sigmas: list[float] | None = (10, 20, 30, 40, 50),
-        val_sigma: float = 25.0,
+        val_sigma: float | None = 25.0,
         seed: int = 0,
         skip_bad: bool = False,
         max_val_clips: int | None = None,
@@ -114,6 +115,12 @@ class VideoDataModule(pl.LightningDataModule):
         if task not in TASKS:
             raise ValueError(
                 f"VideoDataModule: task must be one of {', '.join(TASKS)}, got {task!r}"
+            )
+        implied = TASK_OF_DEGRADATION.get(degradation, task)
+        if implied != task:
+            raise ValueError(
+                f"VideoDataModule: degradation {degradation!r} makes a {implied} set but task is "
+                f"{task!r}; set task={implied} too (data.task={implied})"
             )
         if metric_space not in METRIC_SPACES:
             raise ValueError(
