@@ -1,0 +1,143 @@
+"""FlowPretrainTask on a real photograph moving by a known shift.
+
+The flow module here is a learnable global translation, so the test checks the task (losses,
+warping direction, masks, ratio, weight export), not a flow network.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from skimage import data
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_modules.flow_task import (
+    FlowPretrainTask,
+    flow_state_dict_from_checkpoint,
+    in_bounds_mask,
+)
+
+SHIFT = 2  # pixels per frame: frame_t(p) = frame_{t-1}(p + (SHIFT, 0)), backward flow = +SHIFT
+
+
+class TranslationFlow(nn.Module):
+    """flow(ref, supp) = a learnable global (dx, dy), zero at init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.translation = nn.Parameter(torch.zeros(2))
+
+    def forward(self, ref, supp):
+        b, _, h, w = ref.shape
+        return self.translation.view(1, 2, 1, 1).expand(b, 2, h, w)
+
+
+class MovingCrop(Dataset):
+    """One clip of 3 frames cut from skimage's astronaut, moving left by SHIFT px per frame."""
+
+    def __init__(self, size=32):
+        image = torch.from_numpy(data.astronaut().astype(np.float32) / 255).permute(2, 0, 1)
+        image = torch.nn.functional.avg_pool2d(image.unsqueeze(0), 2).squeeze(0)  # smoother
+        top, left = 60, 80
+        frames = [
+            image[:, top : top + size, left + SHIFT * t : left + SHIFT * t + size] for t in range(3)
+        ]
+        self.clip = torch.stack(frames)
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return {
+            "lq": self.clip + 0.05,
+            "gt": self.clip,
+            "sigma": torch.tensor(0.0),
+            "name": "astronaut",
+            "frame_idx": torch.arange(3),
+        }
+
+
+def _trainer(tmp_path, **kwargs):
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("photometric", ["charbonnier", "census"])
+def test_training_recovers_the_shift_and_lowers_the_photometric_error(tmp_path, photometric):
+    torch.manual_seed(0)
+    task = FlowPretrainTask(
+        TranslationFlow(),
+        functools.partial(torch.optim.Adam, lr=0.1),
+        photometric=photometric,
+        smooth_weight=0.1,
+    )
+    loader = DataLoader(MovingCrop(), batch_size=1)
+    trainer = _trainer(tmp_path, max_steps=30, limit_val_batches=1)
+    trainer.validate(task, loader, verbose=False)
+    before = trainer.callback_metrics["val/warp_photometric"].item()
+    assert trainer.callback_metrics["val/photometric_ratio"].item() == pytest.approx(1.0)
+    trainer.fit(task, loader)
+    trainer.validate(task, loader, verbose=False)
+    after = trainer.callback_metrics["val/warp_photometric"].item()
+    assert after < 0.5 * before
+    assert trainer.callback_metrics["val/photometric_ratio"].item() < 0.5
+    dx, dy = task.flow.translation.tolist()
+    assert dx == pytest.approx(SHIFT, abs=0.2) and abs(dy) < 0.2
+
+
+def test_uses_clean_frames_unless_told_otherwise():
+    task = FlowPretrainTask(TranslationFlow(), functools.partial(torch.optim.Adam, lr=0.1))
+    batch = DataLoader(MovingCrop(), batch_size=1).__iter__().__next__()
+    assert torch.equal(task._clip(batch), batch["gt"])
+    task_lq = FlowPretrainTask(TranslationFlow(), functools.partial(torch.optim.Adam), use_gt=False)
+    assert torch.equal(task_lq._clip(batch), batch["lq"])
+    assert torch.equal(task._clip({"lq": batch["lq"]}), batch["lq"])
+    with pytest.raises(ValueError, match="T>=2"):
+        task._clip({"gt": batch["gt"][:, :1]})
+
+
+def test_in_bounds_mask():
+    flow = torch.zeros(1, 2, 4, 5)
+    assert in_bounds_mask(flow).sum() == 20
+    flow[:, 0] = 2.0  # samples x + 2: the last two columns read outside
+    mask = in_bounds_mask(flow)
+    assert mask[..., :3].sum() == 12 and mask[..., 3:].sum() == 0
+
+
+def test_flow_weights_export_loads_into_a_fresh_module(tmp_path):
+    task = FlowPretrainTask(TranslationFlow(), functools.partial(torch.optim.Adam, lr=0.1))
+    with torch.no_grad():
+        task.flow.translation.fill_(1.5)
+    path = task.save_flow_weights(tmp_path / "weights" / "flow.pth")
+    fresh = TranslationFlow()
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    assert fresh.translation.tolist() == [1.5, 1.5]
+
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, DataLoader(MovingCrop(), batch_size=1))
+    trainer.save_checkpoint(tmp_path / "flow.ckpt")
+    state = flow_state_dict_from_checkpoint(tmp_path / "flow.ckpt")
+    assert set(state) == set(TranslationFlow().state_dict())
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(KeyError, match="flow"):
+        flow_state_dict_from_checkpoint(tmp_path / "other.ckpt")
+
+
+def test_bad_arguments():
+    adam = functools.partial(torch.optim.Adam)
+    with pytest.raises(ValueError, match="photometric"):
+        FlowPretrainTask(TranslationFlow(), adam, photometric="ssim")
+    with pytest.raises(ValueError, match="smooth_weight"):
+        FlowPretrainTask(TranslationFlow(), adam, smooth_weight=-1)

@@ -1,0 +1,311 @@
+"""RestorationTask: loss identity, λ ramp, flow param group and freezing, overfitting, test records.
+
+A small stand-in network honours the VideoRestorationNet contract (docs/ARCHITECTURE.md), so the
+task is tested independently of the real stages.
+"""
+
+import functools
+from dataclasses import dataclass, field
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_modules.lr_schedules import warmup_cosine
+from lightning_modules.metrics import frame_psnr_ssim
+from lightning_modules.restoration_task import RestorationTask
+
+
+@dataclass
+class StandInOutput:
+    restored: torch.Tensor
+    bits_y: torch.Tensor
+    bits_z: torch.Tensor
+    bpp: torch.Tensor
+    bpp_y: torch.Tensor
+    bpp_z: torch.Tensor
+    maps: list = field(default_factory=list)
+
+
+class StandInNet(nn.Module):
+    """Residual conv on [frame, previous frame, σ map]; a learnable 'rate' and a flow stage."""
+
+    noise_channel = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flow = nn.Conv2d(6, 2, 3, padding=1)
+        self.body = nn.Conv2d(3 + 3 + 2 + 1, 3, 3, padding=1)
+        self.log_rate = nn.Parameter(torch.zeros(()))
+        self.seen_noise_levels = []
+
+    def forward(self, lq, noise_level=None, return_maps=False):
+        self.seen_noise_levels.append(noise_level)
+        b, t, c, h, w = lq.shape
+        frames = lq.flatten(0, 1)
+        previous = torch.cat([lq[:, :1], lq[:, :-1]], dim=1).flatten(0, 1)
+        flow = self.flow(torch.cat([frames, previous], dim=1))
+        sigma = noise_level.view(b, 1).expand(b, t).reshape(-1, 1, 1, 1).expand(-1, 1, h, w)
+        restored = frames + self.body(torch.cat([frames, previous, flow, sigma], dim=1))
+        bpp_y = torch.exp(self.log_rate)
+        bpp_z = 0.25 * torch.exp(self.log_rate)
+        pixels = b * t * h * w
+        maps = []
+        if return_maps:
+            flows = flow.detach().view(b, t, 2, h, w)
+            for i in range(t):
+                latent = torch.rand(b, 4, h // 4, w // 4)
+                maps.append(
+                    {
+                        "q": latent + 0.5,
+                        "mu": latent - 0.5,
+                        "sigma": latent + 0.11,
+                        "bits": latent * 3,
+                        "flow": flows[:, i],
+                        "flow_refined": flows[:, i] + 0.5,
+                    }
+                )
+        return StandInOutput(
+            restored.view(b, t, c, h, w),
+            bpp_y * pixels,
+            bpp_z * pixels,
+            bpp_y + bpp_z,
+            bpp_y,
+            bpp_z,
+            maps,
+        )
+
+
+class FixedOutputNet(nn.Module):
+    """restored = lq + offset (offset starts at 0); bpp = 0.5 + 0·offset (known answers)."""
+
+    noise_channel = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(()))
+
+    def forward(self, lq, noise_level=None, return_maps=False):
+        assert noise_level is None
+        bpp = 0.5 + 0.0 * self.offset
+        return StandInOutput(lq + self.offset, bpp, bpp * 0, bpp, 0.8 * bpp, 0.2 * bpp)
+
+
+class ClipSet(Dataset):
+    """Fixed tiny noisy clips: dict items as the datamodules produce them."""
+
+    def __init__(self, count=2, frames=3, size=16, sigma=25 / 255, with_gt=True, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        self.gt = torch.rand(count, frames, 3, size, size, generator=gen)
+        self.lq = self.gt + sigma * torch.randn(self.gt.shape, generator=gen)
+        self.sigma, self.with_gt, self.frames = sigma, with_gt, frames
+
+    def __len__(self):
+        return len(self.gt)
+
+    def __getitem__(self, i):
+        item = {
+            "lq": self.lq[i],
+            "sigma": torch.tensor(self.sigma),
+            "name": f"seq{i}",
+            "frame_idx": torch.arange(self.frames),
+        }
+        if self.with_gt:
+            item["gt"] = self.gt[i]
+        return item
+
+
+def _trainer(tmp_path, **kwargs) -> pl.Trainer:
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def _adam(lr=1e-2):
+    return functools.partial(torch.optim.Adam, lr=lr)
+
+
+def test_loss_is_distortion_plus_rate_weight_times_bpp(tmp_path):
+    torch.manual_seed(0)
+    data = ClipSet(count=2, sigma=0.0)
+    data.lq = data.gt + 0.3  # Charbonnier = sqrt(0.3² + ε²) exactly
+    task = RestorationTask(FixedOutputNet(), _adam(), rate_weight=0.1, charbonnier_eps=0.01)
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, DataLoader(data, batch_size=2))
+    metrics = trainer.callback_metrics
+    distortion = (0.3**2 + 0.01**2) ** 0.5
+    assert metrics["train/distortion"].item() == pytest.approx(distortion, rel=1e-5)
+    assert metrics["train/bpp"].item() == pytest.approx(0.5)
+    assert metrics["train/bpp_y"].item() == pytest.approx(0.4)
+    assert metrics["train/loss"].item() == pytest.approx(distortion + 0.1 * 0.5, rel=1e-5)
+    psnr, _ = frame_psnr_ssim(data.lq, data.gt)
+    assert metrics["train/psnr"].item() == pytest.approx(psnr.mean().item(), rel=1e-5)
+
+
+def test_rate_weight_ramps_linearly_from_zero(tmp_path):
+    task = RestorationTask(StandInNet(), _adam(), rate_weight=0.2, rate_warmup_steps=4)
+    assert [task.rate_weight_at(s) for s in (0, 1, 2, 4, 10)] == pytest.approx(
+        [0.0, 0.05, 0.1, 0.2, 0.2]
+    )
+    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+    metrics = trainer.callback_metrics  # logged at global step 2
+    assert metrics["train/rate_weight"].item() == pytest.approx(0.1)
+    assert metrics["train/loss"].item() == pytest.approx(
+        metrics["train/distortion"].item() + 0.1 * metrics["train/bpp"].item(), rel=1e-5
+    )
+    assert RestorationTask(StandInNet(), _adam(), rate_weight=0.2).rate_weight_at(0) == 0.2
+
+
+def test_noise_level_comes_from_batch_sigma(tmp_path):
+    net = StandInNet()
+    task = RestorationTask(net, _adam())
+    _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(
+        task, DataLoader(ClipSet(count=2, sigma=30 / 255), batch_size=2)
+    )
+    assert torch.allclose(net.seen_noise_levels[0], torch.full((2,), 30 / 255))
+
+
+class _Snapshots(pl.Callback):
+    def __init__(self):
+        self.flow, self.body = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.flow.append(pl_module.net.flow.weight.detach().clone())
+        self.body.append(pl_module.net.body.weight.detach().clone())
+
+
+def test_flow_has_own_scaled_param_group_and_is_frozen_first(tmp_path):
+    torch.manual_seed(0)
+    net = StandInNet()
+    initial_flow = net.flow.weight.detach().clone()
+    initial_body = net.body.weight.detach().clone()
+    scheduler = functools.partial(warmup_cosine, warmup_steps=2, total_steps=None)
+    task = RestorationTask(
+        net, _adam(1e-2), scheduler=scheduler, flow_lr_scale=0.25, freeze_flow_steps=2
+    )
+    snapshots = _Snapshots()
+    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[snapshots])
+    trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+
+    groups = trainer.optimizers[0].param_groups
+    assert [g["name"] for g in groups] == ["net", "flow"]
+    flow_ids = {id(p) for p in net.flow.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == flow_ids
+    assert not flow_ids & {id(p) for p in groups[0]["params"]}
+    assert groups[1]["lr"] == pytest.approx(0.25 * groups[0]["lr"])
+    assert groups[1]["initial_lr"] == pytest.approx(0.25 * 1e-2)
+
+    assert torch.equal(snapshots.flow[0], initial_flow)  # after step 1
+    assert torch.equal(snapshots.flow[1], initial_flow)  # after step 2
+    assert not torch.equal(snapshots.flow[2], initial_flow)  # step 3 updates the flow
+    assert not torch.equal(snapshots.body[0], initial_body)  # the rest trains from step 1
+
+
+def test_overfits_a_fixed_tiny_batch(tmp_path):
+    torch.manual_seed(0)
+    task = RestorationTask(StandInNet(), _adam(1e-2), rate_weight=0.01)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, *args):
+            losses.append(float(outputs["loss"]))
+
+    trainer = _trainer(tmp_path, max_steps=40, limit_val_batches=0, callbacks=[Record()])
+    trainer.fit(task, DataLoader(ClipSet(count=2), batch_size=2))
+    assert len(losses) == 40
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_validation_logs_and_visuals_only_on_request(tmp_path):
+    torch.manual_seed(0)
+    task = RestorationTask(StandInNet(), _adam())
+    trainer = _trainer(tmp_path, max_steps=1)
+    data = DataLoader(ClipSet(count=2), batch_size=1)
+    trainer.validate(task, data, verbose=False)
+    for key in ("loss", "distortion", "bpp", "bpp_y", "bpp_z", "psnr", "ssim"):
+        assert torch.isfinite(trainer.callback_metrics[f"val/{key}"]), key
+    assert task.last_visuals is None  # nobody asked
+
+    task.request_visuals(maps=True)
+    trainer.validate(task, data, verbose=False)
+    visuals = task.last_visuals
+    assert visuals["lq"].shape == visuals["restored"].shape == visuals["gt"].shape == (3, 3, 16, 16)
+    assert visuals["name"] == "seq0" and visuals["restored"].device.type == "cpu"
+    assert not visuals["restored"].requires_grad
+    assert len(visuals["maps"]) == 3 and visuals["maps"][0]["q"].shape == (4, 4, 4)
+
+
+def test_test_records_per_clip(tmp_path):
+    torch.manual_seed(0)
+    task = RestorationTask(StandInNet(), _adam(), metric_space="y", crop_border=1)
+    data = ClipSet(count=3, sigma=30 / 255)
+    trainer = _trainer(tmp_path)
+    trainer.test(task, DataLoader(data, batch_size=1), verbose=False)
+    records = task.test_records
+    assert [r["name"] for r in records] == ["seq0", "seq1", "seq2"]
+    assert all(r["sigma"] == 30 and r["num_frames"] == 3 for r in records)
+    assert records[0]["frame_idx"] == [0, 1, 2]
+    with torch.no_grad():
+        restored = task.net(data.lq[:1], noise_level=torch.tensor([30 / 255])).restored
+    psnr, ssim = frame_psnr_ssim(restored, data.gt[:1], metric_space="y", crop_border=1)
+    assert records[0]["psnr_per_frame"] == pytest.approx(psnr[0].tolist(), rel=1e-5)
+    assert records[0]["psnr"] == pytest.approx(psnr.mean().item(), rel=1e-5)
+    assert records[0]["ssim"] == pytest.approx(ssim.mean().item(), rel=1e-5)
+    mean_psnr = sum(r["psnr"] for r in records) / 3
+    assert trainer.callback_metrics["test/psnr"].item() == pytest.approx(mean_psnr, rel=1e-5)
+    assert records[0]["bpp"] == pytest.approx(trainer.callback_metrics["test/bpp"].item())
+
+
+def test_sets_without_gt_evaluate_rate_only_and_cannot_train(tmp_path):
+    task = RestorationTask(StandInNet(), _adam())
+    trainer = _trainer(tmp_path)
+    trainer.test(task, DataLoader(ClipSet(count=1, with_gt=False), batch_size=1), verbose=False)
+    assert "test/psnr" not in trainer.callback_metrics
+    assert torch.isfinite(trainer.callback_metrics["test/bpp"])
+    assert task.test_records[0]["psnr"] != task.test_records[0]["psnr"]  # NaN
+    with pytest.raises(KeyError, match="'gt'"):
+        _trainer(tmp_path, max_steps=1).fit(
+            task, DataLoader(ClipSet(count=1, with_gt=False), batch_size=1)
+        )
+
+
+def test_bad_arguments_and_batches():
+    with pytest.raises(ValueError, match="metric_space"):
+        RestorationTask(StandInNet(), _adam(), metric_space="yuv")
+    with pytest.raises(ValueError, match="rate_weight"):
+        RestorationTask(StandInNet(), _adam(), rate_weight=-1)
+    with pytest.raises(ValueError, match="charbonnier_eps"):
+        RestorationTask(StandInNet(), _adam(), charbonnier_eps=0)
+    with pytest.raises(ValueError, match="scheduler_interval"):
+        RestorationTask(StandInNet(), _adam(), scheduler_interval="batch")
+    with pytest.raises(TypeError, match="optimizer"):
+        RestorationTask(StandInNet(), optimizer=None)
+    task = RestorationTask(StandInNet(), _adam())
+    with pytest.raises(ValueError, match=r"batch\['lq'\]"):
+        task._run_net({"lq": torch.zeros(1, 3, 8, 8)})
+    with pytest.raises(KeyError, match="sigma"):
+        task._run_net({"lq": torch.zeros(1, 2, 3, 8, 8)})
+
+
+def test_checkpoint_reloads_with_weights_only(tmp_path):
+    task = RestorationTask(StandInNet(), _adam(), rate_weight=0.05)
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)  # the torch >= 2.6 default
+    assert checkpoint["hyper_parameters"]["rate_weight"] == 0.05
+    assert "optimizer" not in checkpoint["hyper_parameters"]
+    assert any(k.startswith("net.flow.") for k in checkpoint["state_dict"])
