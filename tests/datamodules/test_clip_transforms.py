@@ -1,0 +1,119 @@
+"""Paired clip transforms: one crop/flip for every frame and both clips; temporal windows."""
+
+import pytest
+import torch
+
+from datamodules.clip_transforms import (
+    SpatialParams,
+    apply_spatial,
+    as_patch_size,
+    centre_spatial_params,
+    check_clip,
+    draw_spatial_params,
+    draw_temporal_window,
+    frame_window,
+    window_span,
+)
+
+
+def _coded_clip(frames=3, height=6, width=8):
+    """Pixel value = 1000·t + 10·y + x, so any crop/flip is identifiable."""
+    t = torch.arange(frames).view(frames, 1, 1, 1) * 1000.0
+    y = torch.arange(height).view(1, 1, height, 1) * 10.0
+    x = torch.arange(width).view(1, 1, 1, width) * 1.0
+    return (t + y + x).expand(frames, 3, height, width).clone()
+
+
+def test_apply_spatial_crops_flips_and_transposes_exactly():
+    clip = _coded_clip()
+    crop = apply_spatial(clip, SpatialParams(top=1, left=2, height=4, width=4))
+    assert torch.equal(crop, clip[..., 1:5, 2:6])
+    hflip = apply_spatial(clip, SpatialParams(1, 2, 4, 4, hflip=True))
+    assert torch.equal(hflip, clip[..., 1:5, 2:6].flip(-1))
+    vflip = apply_spatial(clip, SpatialParams(1, 2, 4, 4, vflip=True))
+    assert torch.equal(vflip, clip[..., 1:5, 2:6].flip(-2))
+    transposed = apply_spatial(clip, SpatialParams(1, 2, 4, 4, transpose=True))
+    assert torch.equal(transposed, clip[..., 1:5, 2:6].transpose(-1, -2))
+
+
+def test_same_params_keep_pair_and_frames_aligned():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(3)
+    gt = torch.rand(4, 3, 20, 24)
+    lq = gt + torch.arange(4.0).view(4, 1, 1, 1)  # frame t offset by t
+    for _ in range(20):
+        params = draw_spatial_params((20, 24), (8, 8), generator, vflip=True, transpose=True)
+        out_gt, out_lq = apply_spatial(gt, params), apply_spatial(lq, params)
+        assert out_gt.shape == (4, 3, 8, 8)
+        offset = torch.arange(4.0).view(4, 1, 1, 1).expand_as(out_gt)
+        torch.testing.assert_close(out_lq - out_gt, offset)
+
+
+def test_draw_spatial_params_is_reproducible_and_covers_positions():
+    def draws(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return [draw_spatial_params((10, 12), (4, 4), generator) for _ in range(300)]
+
+    first, again, other = draws(0), draws(0), draws(1)
+    assert first == again
+    assert first != other
+    tops = {p.top for p in first}
+    lefts = {p.left for p in first}
+    assert tops == set(range(7)) and lefts == set(range(9))  # every valid corner, none outside
+    flips = sum(p.hflip for p in first)
+    assert 110 < flips < 190  # probability 1/2
+    assert not any(p.vflip or p.transpose for p in first)  # off unless asked
+
+
+def test_full_frame_and_centre_crop():
+    generator = torch.Generator().manual_seed(0)
+    full = draw_spatial_params((10, 12), None, generator, hflip=False)
+    assert (full.top, full.left, full.height, full.width) == (0, 0, 10, 12)
+    centre = centre_spatial_params((10, 13), (4, 6))
+    assert (centre.top, centre.left, centre.height, centre.width) == (3, 3, 4, 6)
+    assert not (centre.hflip or centre.vflip or centre.transpose)
+
+
+def test_patch_larger_than_frame_names_sizes():
+    generator = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"sequence 'a'.*10x12.*patch_size 16x16"):
+        draw_spatial_params((10, 12), (16, 16), generator, where="sequence 'a'")
+    with pytest.raises(ValueError, match="square"):
+        draw_spatial_params((10, 12), (4, 6), generator, transpose=True)
+    with pytest.raises(ValueError, match="patch_size"):
+        as_patch_size(0, "patch_size")
+    assert as_patch_size(5, "p") == (5, 5) and as_patch_size([4, 6], "p") == (4, 6)
+
+
+def test_temporal_windows():
+    assert frame_window(2, 4, stride=2) == [2, 4, 6, 8]
+    assert frame_window(2, 3, reverse=True) == [4, 3, 2]
+    assert window_span(5, 2) == 9
+    generator = torch.Generator().manual_seed(0)
+    seen_strides, reversed_count = set(), 0
+    for _ in range(200):
+        indices = draw_temporal_window(10, 4, 6, (1, 2), 0.5, generator)
+        steps = {b - a for a, b in zip(indices, indices[1:])}
+        assert len(steps) == 1 and abs(steps.pop()) in (1, 2)
+        assert min(indices) >= 0 and max(indices) <= 9  # start moved back to fit
+        seen_strides.add(abs(indices[1] - indices[0]))
+        reversed_count += indices[0] > indices[-1]
+    assert seen_strides == {1, 2}
+    assert 60 < reversed_count < 140
+    # A stride that does not fit the sequence is never drawn.
+    assert all(
+        abs(w[1] - w[0]) == 1
+        for w in (draw_temporal_window(5, 4, 0, (1, 3), 0.0, generator) for _ in range(20))
+    )
+    with pytest.raises(ValueError, match="needs at least 7 frames, the sequence has 5"):
+        draw_temporal_window(5, 4, 0, (2,), 0.0, generator)
+
+
+def test_check_clip_rejects_bad_input():
+    check_clip(torch.zeros(2, 3, 4, 4), "x")
+    with pytest.raises(ValueError, match=r"lq: expected a clip of shape \(T, 3, H, W\)"):
+        check_clip(torch.zeros(3, 4, 4), "lq")
+    with pytest.raises(TypeError, match="float"):
+        check_clip(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "lq")
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        check_clip([1, 2], "lq")
