@@ -1,0 +1,251 @@
+"""ClipDataset: indexing, paired alignment, seeded noise, reproducibility and bad input."""
+
+import logging
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.clip_dataset import ClipDataset, derive_seed
+from datamodules.degradations import GaussianNoise, NoDegradation, SyntheticRain
+from datamodules.sample import TensorFrames
+from datamodules.sequence import Sequence
+
+
+def _clean(name="seq", frames=8, size=(16, 20), seed=0):
+    """Clean-only sequence whose frame t is a random image plus t/100 (frame-identifiable)."""
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, *size, generator=generator) * 0.5
+    clip = base + torch.arange(frames).view(frames, 1, 1, 1) / 100
+    return Sequence(name, gt=TensorFrames(clip, name))
+
+
+def _paired(name="pair", frames=8, size=(16, 20), offset=0.1):
+    """Paired sequence with lq = gt + offset."""
+    clean = _clean(name, frames, size).gt.frames
+    return Sequence(name, gt=TensorFrames(clean, name), lq=TensorFrames(clean + offset, name))
+
+
+def test_training_index_and_item_keys():
+    dataset = ClipDataset(
+        [_clean("a", 8), _clean("b", 6)], clip_len=3, patch_size=8, degradation=NoDegradation()
+    )
+    assert len(dataset) == (8 - 3 + 1) + (6 - 3 + 1)
+    item = dataset[0]
+    assert set(item) == {"lq", "gt", "sigma", "name", "frame_idx"}
+    assert item["lq"].shape == item["gt"].shape == (3, 3, 8, 8)
+    assert item["frame_idx"].dtype == torch.long and item["frame_idx"].shape == (3,)
+    assert item["sigma"].dtype == torch.float32 and item["sigma"].item() == 0.0
+    assert item["name"] == "a"
+
+
+def test_crop_flip_and_reversal_shared_by_all_frames_and_the_pair():
+    torch.manual_seed(0)
+    dataset = ClipDataset(
+        [_paired(frames=10)],
+        clip_len=4,
+        patch_size=8,
+        temporal_strides=(1, 2),
+        vflip=True,
+        transpose=True,
+    )
+    seen_strides, seen_reversed = set(), set()
+    for index in range(len(dataset)):
+        item = dataset[index]
+        # Paired: the real LQ is used, not degraded again, and is cropped exactly like GT.
+        torch.testing.assert_close(item["lq"] - item["gt"], torch.full((4, 3, 8, 8), 0.1))
+        # Frame t of the sequence is frame 0 + t/100: the same crop/flip in every frame.
+        idx = item["frame_idx"]
+        expected = (idx - idx[0]).view(4, 1, 1, 1).float() / 100
+        torch.testing.assert_close(item["gt"] - item["gt"][0], expected.expand(4, 3, 8, 8))
+        steps = (idx[1:] - idx[:-1]).abs().unique().tolist()
+        assert len(steps) == 1
+        seen_strides.add(steps[0])
+        seen_reversed.add(bool(idx[0] > idx[-1]))
+    assert seen_strides == {1, 2} and seen_reversed == {True, False}
+
+
+def test_training_items_repeat_with_the_seed_and_vary_otherwise():
+    def item(seed, global_seed):
+        torch.manual_seed(global_seed)
+        return ClipDataset(
+            [_clean()], clip_len=3, patch_size=8, degradation=GaussianNoise(), seed=seed
+        )[2]
+
+    a, b = item(0, 7), item(0, 7)
+    assert all(torch.equal(a[k], b[k]) for k in ("lq", "gt", "sigma", "frame_idx"))
+    assert not torch.equal(item(1, 7)["lq"], a["lq"])  # another dataset seed
+    assert not torch.equal(item(0, 8)["lq"], a["lq"])  # another draw (next epoch / worker)
+
+
+def test_eval_windows_and_whole_sequences():
+    sequences = [_clean("a", 10), _clean("b", 7)]
+    windows = ClipDataset(
+        sequences, clip_len=3, train=False, patch_size=None, degradation=NoDegradation()
+    )
+    starts = [(item["name"], item["frame_idx"].tolist()) for item in windows]
+    assert starts == [
+        ("a", [0, 1, 2]),
+        ("a", [3, 4, 5]),
+        ("a", [6, 7, 8]),
+        ("b", [0, 1, 2]),
+        ("b", [3, 4, 5]),
+    ]
+    whole = ClipDataset(
+        sequences, clip_len=-1, train=False, patch_size=(8, 10), degradation=NoDegradation()
+    )
+    assert len(whole) == 2 and whole[1]["gt"].shape == (7, 3, 8, 10)
+    # Centre crop, no augmentation.
+    full = sequences[1].gt.frames
+    torch.testing.assert_close(whole[1]["gt"], full[..., 4:12, 5:15])
+
+
+def test_fixed_sigma_test_noise_is_seeded_per_item_and_regenerable():
+    sequences = [_clean("a", 4, seed=1), _clean("b", 4, seed=2)]
+
+    def dataset(extra=()):
+        return ClipDataset(
+            [*extra, *sequences],
+            clip_len=-1,
+            train=False,
+            patch_size=None,
+            fixed_sigmas=[10, 50],
+            seed=3,
+        )
+
+    first, second = dataset(), dataset(extra=[_clean("z", 4, seed=9)])
+    assert len(first) == 4  # (sequence, σ) pairs
+    item = first[1]
+    assert item["name"] == "a" and item["sigma"].item() == pytest.approx(50 / 255)
+    noise = item["lq"] - item["gt"]
+    assert noise.std().item() == pytest.approx(50 / 255, rel=0.05)
+    # The documented seed: (seed, "eval", name, start, σ) -> GaussianNoise(fixed_sigma=σ).
+    generator = torch.Generator().manual_seed(derive_seed(3, "eval", "a", 0, 50.0))
+    regenerated, _ = GaussianNoise(fixed_sigma=50)(item["gt"], generator)
+    torch.testing.assert_close(item["lq"], regenerated)
+    # Identical in another instance, even with another sequence in front of it.
+    assert torch.equal(second[3]["lq"], item["lq"])
+    assert not torch.equal(first[0]["lq"] - first[0]["gt"], noise * 10 / 50)  # new field per σ
+
+
+def test_fixed_sigma_noise_does_not_depend_on_worker_count():
+    dataset = ClipDataset(
+        [_clean("a", 4, seed=1), _clean("b", 4, seed=2)],
+        clip_len=2,
+        train=False,
+        patch_size=None,
+        fixed_sigmas=[20, 40],
+    )
+
+    def batches(workers):
+        loader = DataLoader(dataset, batch_size=3, num_workers=workers)
+        return torch.cat([batch["lq"] for batch in loader])
+
+    torch.testing.assert_close(batches(0), batches(2), rtol=0, atol=0)
+
+
+def test_noise_degradation_on_clean_sequences_in_training():
+    torch.manual_seed(0)
+    dataset = ClipDataset(
+        [_clean(frames=4, size=(32, 32))],
+        clip_len=4,
+        patch_size=None,
+        flip=False,
+        degradation=GaussianNoise(fixed_sigma=30),
+    )
+    item = dataset[0]
+    assert item["sigma"].item() == pytest.approx(30 / 255)
+    assert (item["lq"] - item["gt"]).std().item() == pytest.approx(30 / 255, rel=0.05)
+
+
+def test_paired_sequences_get_the_degradation_only_when_asked():
+    rain = SyntheticRain()
+    plain = ClipDataset([_paired()], clip_len=2, train=False, patch_size=None, degradation=rain)
+    torch.testing.assert_close(plain[0]["lq"] - plain[0]["gt"], torch.full((2, 3, 16, 20), 0.1))
+    extra = ClipDataset(
+        [_paired()], clip_len=2, train=False, patch_size=None, degradation=rain, degrade_paired=True
+    )
+    assert (extra[0]["lq"] - plain[0]["lq"]).abs().mean() > 0.01
+
+
+def test_sequences_without_ground_truth():
+    frames = torch.rand(5, 3, 8, 8)
+    dataset = ClipDataset(
+        [Sequence("real", gt=None, lq=TensorFrames(frames))],
+        clip_len=-1,
+        train=False,
+        patch_size=None,
+    )
+    item = dataset[0]
+    assert "gt" not in item and torch.equal(item["lq"], frames)
+
+
+def test_short_sequence_is_named_or_skipped(caplog):
+    sequences = [_clean("long", 8), _clean("tiny", 2)]
+    with pytest.raises(ValueError, match=r"sequence 'tiny' has 2 frames, fewer than the 5"):
+        ClipDataset(sequences, clip_len=5, degradation=NoDegradation())
+    with caplog.at_level(logging.WARNING):
+        dataset = ClipDataset(sequences, clip_len=5, degradation=NoDegradation(), skip_bad=True)
+    assert len(dataset) == 4 and "tiny" in caplog.text
+    # A stride-2 window needs 9 frames; stride 1 fits, so the sequence stays (stride 2 never drawn).
+    assert (
+        len(
+            ClipDataset(
+                [_clean("long", 8)],
+                clip_len=5,
+                temporal_strides=(1, 2),
+                degradation=NoDegradation(),
+            )
+        )
+        == 4
+    )
+
+
+class _BrokenFrames(TensorFrames):
+    """Frame 3 'fails to decode', like a corrupt file."""
+
+    def read(self, indices):
+        if 3 in indices:
+            raise ValueError("cannot decode frame /data/seq/00003.png: truncated")
+        return super().read(indices)
+
+
+def test_bad_frames_raise_with_the_file_or_are_substituted(caplog):
+    broken = Sequence("broken", gt=_BrokenFrames(torch.rand(6, 3, 8, 8)))
+    dataset = ClipDataset(
+        [broken], clip_len=2, train=False, patch_size=None, degradation=NoDegradation()
+    )
+    with pytest.raises(ValueError, match="00003.png") as error:
+        dataset[1]  # frames [2, 3]
+    assert "sequence 'broken'" in "".join(error.value.__notes__)
+    tolerant = ClipDataset(
+        [broken],
+        clip_len=2,
+        train=False,
+        patch_size=None,
+        degradation=NoDegradation(),
+        skip_bad=True,
+    )
+    with caplog.at_level(logging.WARNING):
+        item = tolerant[1]
+    assert item["frame_idx"].tolist() == [4, 5] and "00003.png" in caplog.text
+
+
+def test_bad_configuration_errors():
+    clean = [_clean()]
+    with pytest.raises(ValueError, match="need a degradation"):
+        ClipDataset(clean, clip_len=2)
+    with pytest.raises(ValueError, match="fixed_sigmas"):
+        ClipDataset(clean, clip_len=2, train=True, fixed_sigmas=[10])
+    with pytest.raises(ValueError, match="fixed_sigmas needs a noise degradation"):
+        ClipDataset(clean, clip_len=2, train=False, fixed_sigmas=[10], degradation=SyntheticRain())
+    with pytest.raises(ValueError, match="'pair' has its own degraded frames"):
+        ClipDataset([_paired()], clip_len=2, train=False, fixed_sigmas=[10])
+    with pytest.raises(ValueError, match="clip_len"):
+        ClipDataset(clean, clip_len=-1, train=True, degradation=NoDegradation())
+    with pytest.raises(ValueError, match="non-empty list of Sequence"):
+        ClipDataset([], clip_len=2)
+    with pytest.raises(ValueError, match=r"sequence 'seq'.*16x20.*patch_size 32x32"):
+        ClipDataset(clean, clip_len=2, patch_size=32, degradation=NoDegradation())[0]
+    with pytest.raises(IndexError):
+        ClipDataset(clean, clip_len=2, degradation=NoDegradation())[100]
