@@ -1,0 +1,139 @@
+"""Train, then test, a model as the Hydra config says: ``python train.py [overrides]``.
+
+- ``python train.py``: the full model on the embedded sample set (a few CPU minutes).
+- ``python train.py model=no_codec data=vimeo trainer=gpu``; ``ckpt_path=<last.ckpt>`` resumes.
+- ``python train.py experiment=staged``: the stages of ``training_stages`` one after another.
+- ``python train.py -m hparams_search=optuna_rate_lr``: sweeps read the returned metric.
+
+Each run writes into its Hydra run folder: ``checkpoints/`` (``last.ckpt`` and the best by
+``optimized_metric``; each stores the resolved config, so ``eval.py``/``restore.py`` need nothing
+else), the logger folders and ``train.log``. In a multirun a failing job is logged with its
+traceback and returns NaN; the other jobs go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from lightning_modules.checkpoint_config import StoreConfigInCheckpoint, build_task, resolved_config
+from lightning_modules.config_schema import TrainSchema, register_resolvers, validate_config
+from lightning_modules.instantiate import instantiate_collection
+from lightning_modules.staged_training import run_stages
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def _test_checkpoint(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
+    """Best checkpoint of this fit; else last.ckpt; else None (current weights, with a warning)."""
+    callback = trainer.checkpoint_callback
+    for candidate in (
+        getattr(callback, "best_model_path", ""),
+        getattr(callback, "last_model_path", ""),
+    ):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    if not cfg.train and cfg.ckpt_path:
+        return cfg.ckpt_path
+    log.warning("no checkpoint was saved (e.g. fast_dev_run): testing the current weights")
+    return None
+
+
+def train(
+    cfg: DictConfig, prepare_model: Callable[[pl.LightningModule], Any] | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit and/or test as ``cfg`` says; returns (metrics, {trainer, model, datamodule}).
+
+    ``prepare_model(model)`` is called after the model is built and before fitting (staged
+    training uses it to load the previous stage's weights).
+    """
+    validate_config(cfg, TrainSchema)
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path: no checkpoint file at '{cfg.ckpt_path}'")
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    if cfg.float32_matmul_precision:
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+
+    resolved = resolved_config(cfg)
+    log.info("data: %s", cfg.data._target_)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    log.info("model: %s", cfg.model.task._target_)
+    model = build_task(cfg.model)
+    if prepare_model is not None:
+        prepare_model(model)
+    callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks")
+    callbacks.append(StoreConfigInCheckpoint(resolved))
+    loggers = instantiate_collection(cfg.get("logger"), "logger")
+    if not loggers:  # LearningRateMonitor refuses a trainer without loggers (e.g. logger=null)
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(resolved)
+
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if cfg.test:
+        trainer.test(model, datamodule=datamodule, ckpt_path=_test_checkpoint(trainer, cfg))
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule}
+
+
+def optimized_value(
+    cfg: DictConfig, metrics: dict[str, float], trainer: pl.Trainer | None
+) -> float:
+    """The value sweeps optimize: the best score of ``optimized_metric`` (else its last value)."""
+    name = cfg.get("optimized_metric")
+    callback = trainer.checkpoint_callback if trainer is not None else None
+    best = getattr(callback, "best_model_score", None)
+    if best is not None and getattr(callback, "monitor", None) == name:
+        return float(best)
+    if name in metrics:
+        return metrics[name]
+    log.warning("optimized_metric '%s' was not logged (have: %s)", name, sorted(metrics))
+    return math.nan
+
+
+def run(cfg: DictConfig) -> float:
+    """One Hydra job: single- or multi-stage training; returns the optimized metric."""
+    if cfg.get("training_stages"):
+        metrics, objects = run_stages(cfg, train)
+    else:
+        metrics, objects = train(cfg)
+    return optimized_value(cfg, metrics, objects.get("trainer"))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)
+    except Exception:
+        if not multirun:
+            raise
+        log.exception("job %s failed; the sweep goes on", HydraConfig.get().job.num)
+        return math.nan
+    finally:
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()  # one wandb run per job, also when the job failed
+
+
+if __name__ == "__main__":
+    main()
