@@ -34,6 +34,11 @@ def bits(likelihood: Tensor) -> Tensor:
     return -torch.log2(likelihood).sum()
 
 
+def _full_precision(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Half/bfloat16 inputs promoted to float32: the 1e-9 likelihood floor underflows in fp16."""
+    return tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+
+
 def _check_likelihood_bound(likelihood_bound: float, owner: str) -> None:
     if not 0.0 < likelihood_bound < 1.0:
         raise ValueError(f"{owner}: likelihood_bound must be in (0, 1), got {likelihood_bound}")
@@ -79,6 +84,7 @@ class FactorizedDensity(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(channels, d_out, 1).uniform_(-0.5, 0.5)))
             if k < len(widths) - 2:
                 self.factors.append(nn.Parameter(torch.zeros(channels, d_out, 1)))
+        self._median_cache: tuple[tuple, Tensor] | None = None
 
     def cumulative_logits(self, x: Tensor) -> Tensor:
         """Logit of the learned cumulative, f_K ∘ ... ∘ f_0(x), for x of shape (C, 1, N)."""
@@ -98,9 +104,11 @@ class FactorizedDensity(nn.Module):
     def likelihood(self, z: Tensor) -> Tensor:
         """p(z) = c(z + 1/2) − c(z − 1/2) per element, lower-bounded; same shape as z."""
         self._check(z)
+        (z,) = _full_precision(z)
         per_channel = z.transpose(0, 1).reshape(self.channels, 1, -1)
-        lower = self.cumulative_logits(per_channel - 0.5)
-        upper = self.cumulative_logits(per_channel + 0.5)
+        with torch.autocast(z.device.type, enabled=False):
+            lower = self.cumulative_logits(per_channel - 0.5)
+            upper = self.cumulative_logits(per_channel + 0.5)
         # Evaluate on the tail where the sigmoid is far from 1, to avoid cancellation:
         # c(u) − c(l) = sigmoid(−l) − sigmoid(−u) when both logits are positive.
         flip = torch.where(lower + upper > 0, -1.0, 1.0).detach()
@@ -109,9 +117,21 @@ class FactorizedDensity(nn.Module):
         p = p.reshape(moved.shape).transpose(0, 1)
         return lower_bound(p, self.likelihood_bound)
 
+    def _parameter_versions(self) -> tuple[tuple[int, int], ...]:
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def medians(self) -> Tensor:
+        """Per-channel median m (C,) with c(m) = 1/2 (detached). Cached until a parameter
+        changes (optimizer steps and ``load_state_dict`` bump the tensors' versions)."""
+        versions = self._parameter_versions()
+        if self._median_cache is None or self._median_cache[0] != versions:
+            with torch.autocast(self.biases[0].device.type, enabled=False):
+                self._median_cache = (versions, self._solve_medians())
+        return self._median_cache[1]
+
     @torch.no_grad()
-    def medians(self, iterations: int = 48) -> Tensor:
-        """Per-channel median m (C,) with c(m) = 1/2, found by bracketing then bisection."""
+    def _solve_medians(self, iterations: int = 48) -> Tensor:
+        """Bracket each channel's median by doubling, then bisect the cumulative logit."""
         lo = -torch.ones(self.channels, 1, 1, device=self.biases[0].device)
         hi = torch.ones_like(lo)
         for _ in range(120):  # widen the bracket until it contains the median
@@ -167,9 +187,11 @@ class _ZeroMeanConditional(nn.Module):
                 f"{type(self).__name__}.likelihood: r {tuple(r.shape)} and sigma "
                 f"{tuple(sigma.shape)} must have the same shape"
             )
-        scale = lower_bound(sigma, self.scale_bound)
-        p = self._interval_mass(torch.abs(r), scale)
-        return lower_bound(p, self.likelihood_bound)
+        r, sigma = _full_precision(r, sigma)
+        with torch.autocast(r.device.type, enabled=False):
+            scale = lower_bound(sigma, self.scale_bound)
+            p = self._interval_mass(torch.abs(r), scale)
+            return lower_bound(p, self.likelihood_bound)
 
     def forward(self, r: Tensor, sigma: Tensor) -> Tensor:
         return self.likelihood(r, sigma)

@@ -126,6 +126,30 @@ def test_factorized_density_medians_and_eval_rounding():
     assert torch.equal(likelihood, density.likelihood(z_hat))
 
 
+def test_factorized_density_medians_follow_parameter_updates():
+    torch.manual_seed(0)
+    density = FactorizedDensity(2)
+    before = density.medians()
+    assert density.medians() is before  # cached while the parameters are unchanged
+    optimizer = torch.optim.SGD(density.parameters(), lr=1.0)
+    (-bits(density.likelihood(torch.full((1, 2, 4, 4), 5.0)))).backward()
+    optimizer.step()
+    after = density.medians()
+    assert not torch.allclose(after, before)
+    logits = density.cumulative_logits(after.reshape(2, 1, 1))
+    assert torch.allclose(logits, torch.zeros_like(logits), atol=1e-5)
+
+
+def test_half_precision_inputs_keep_the_likelihood_floor():
+    r = torch.tensor([0.0, 1e3]).half()
+    sigma = torch.tensor([1.0, 0.2]).half()
+    p = GaussianConditional().likelihood(r, sigma)
+    assert p.dtype == torch.float32 and p[1].item() == pytest.approx(1e-9)
+    assert torch.isfinite(bits(p))
+    z = torch.tensor([0.0, 1e3]).half().reshape(1, 1, 2)
+    assert torch.isfinite(bits(FactorizedDensity(1).likelihood(z)))
+
+
 def test_factorized_density_training_adds_bounded_noise():
     torch.manual_seed(0)
     density = FactorizedDensity(2).train()
