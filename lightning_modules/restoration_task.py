@@ -289,8 +289,10 @@ class RestorationTask(pl.LightningModule):
         self._visuals_wanted = True
         self._maps_wanted = self._maps_wanted or maps
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        capture = self._visuals_wanted and batch_idx == 0
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        capture = self._visuals_wanted and batch_idx == 0 and dataloader_idx == 0
         out, _, _ = self._evaluate(
             batch, "val", self.val_metrics, return_maps=capture and self._maps_wanted
         )
@@ -318,7 +320,7 @@ class RestorationTask(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_records = []
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Log test metrics and append one record per clip to ``test_records``.
 
         Record keys: ``name``, ``sigma`` (σ·255 rounded, int), ``psnr``/``ssim`` (clip means of

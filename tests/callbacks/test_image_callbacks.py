@@ -20,6 +20,15 @@ from lightning_modules.restoration_task import RestorationTask
 H, W, T = 16, 24, 3
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster, and immune to a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @dataclass
 class Output:
     restored: torch.Tensor

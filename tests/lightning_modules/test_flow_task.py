@@ -23,6 +23,15 @@ from lightning_modules.flow_task import (
 SHIFT = 2  # pixels per frame: frame_t(p) = frame_{t-1}(p + (SHIFT, 0)), backward flow = +SHIFT
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster, and immune to a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class TranslationFlow(nn.Module):
     """flow(ref, supp) = a learnable global (dx, dy), zero at init."""
 
@@ -141,3 +150,18 @@ def test_bad_arguments():
         FlowPretrainTask(TranslationFlow(), adam, photometric="ssim")
     with pytest.raises(ValueError, match="smooth_weight"):
         FlowPretrainTask(TranslationFlow(), adam, smooth_weight=-1)
+
+
+def test_exported_weights_load_into_spynet(tmp_path):
+    from lightning_modules.stages.spynet import SpyNet
+
+    torch.manual_seed(0)
+    task = FlowPretrainTask(SpyNet(num_levels=3), functools.partial(torch.optim.Adam, lr=1e-3))
+    frames = MovingCrop().clip
+    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer.fit(task, DataLoader(MovingCrop(), batch_size=1))
+    path = task.save_flow_weights(tmp_path / "spynet_pretrained.pth")
+    fresh = SpyNet(num_levels=3, pretrained=str(path))
+    with torch.no_grad():
+        expected = task.flow(frames[1:], frames[:-1])
+        assert torch.equal(fresh(frames[1:], frames[:-1]), expected)
