@@ -1,0 +1,181 @@
+"""Tests for the full network (propagation over a clip) and the variant presets."""
+
+import pytest
+import torch
+
+from lightning_modules.stages.network import NetworkOutput, VideoRestorationNet, build_network
+from lightning_modules.stages.restoration import RestorationUNet
+
+B, T, H, W = 1, 3, 32, 48
+LATENT = 8
+CODEC_KEYS = {"q", "mu", "sigma", "bits"}
+FLOW_KEYS = {"flow", "flow_refined"}
+
+
+def tiny(variant="adaptive_q", **overrides):
+    """A small network (N = 16, C_y = 8) so a 3-frame clip runs in well under a second."""
+    torch.manual_seed(0)
+    overrides.setdefault("num_blocks", (1, 1, 1))
+    return build_network(variant, channels=16, latent_channels=LATENT, **overrides)
+
+
+def clip(b=B, t=T, h=H, w=W, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(b, t, 3, h, w, generator=gen)
+
+
+def sigma(b=B):
+    return torch.full((b,), 25 / 255)
+
+
+GRADIENT_CASES = [
+    ("adaptive_q", {}),
+    ("channel_q", {}),
+    ("fixed_q", {}),
+    ("no_codec", {}),
+    ("adaptive_q", {"mv_refine": False, "attention": False}),
+    ("adaptive_q", {"bidirectional": True}),
+    ("fixed_q", {"noise_channel": False, "likelihood": "laplace"}),
+]
+
+
+@pytest.mark.parametrize(("variant", "overrides"), GRADIENT_CASES)
+def test_every_parameter_gets_a_finite_gradient(variant, overrides):
+    net = tiny(variant, **overrides).train()
+    noise = sigma() if overrides.get("noise_channel", True) else None
+    out = net(clip(), noise)
+    assert isinstance(out, NetworkOutput)
+    assert out.restored.shape == (B, T, 3, H, W)
+    (out.restored.mean() + out.bpp).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+    bad = [n for n, p in net.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad}"
+    # The U-Net, the fusion and (when present) the codec must really learn, not get zeros.
+    for prefix in ("restoration.", "fusion.", "codec."):
+        grads = [p.grad.abs().sum() for n, p in net.named_parameters() if n.startswith(prefix)]
+        if grads:
+            assert sum(grads) > 0, prefix
+
+
+@pytest.mark.parametrize("variant", ["adaptive_q", "channel_q", "fixed_q", "no_codec"])
+def test_rates_and_bpp(variant):
+    net = tiny(variant).eval()
+    with torch.no_grad():
+        out = net(clip(b=2), sigma(2))
+    pixels = 2 * T * H * W
+    torch.testing.assert_close(out.bpp, (out.bits_y + out.bits_z) / pixels)
+    torch.testing.assert_close(out.bpp_y, out.bits_y / pixels)
+    torch.testing.assert_close(out.bpp_z, out.bits_z / pixels)
+    assert out.bits_y.ndim == 0 and out.bits_z.ndim == 0
+    if variant == "no_codec":
+        assert out.bits_y.item() == 0 and out.bits_z.item() == 0 and out.bpp.item() == 0
+    else:
+        assert out.bits_y.item() > 0 and out.bits_z.item() > 0
+    assert torch.isfinite(out.restored).all()
+
+
+def test_rate_is_the_sum_of_the_codec_bit_maps():
+    """bits_y must be the sum of the per-frame "bits" maps: an honest, complete rate."""
+    net = tiny("adaptive_q").eval()
+    with torch.no_grad():
+        out = net(clip(), sigma(), return_maps=True)
+    total = sum(m["bits"].sum() for m in out.maps)
+    torch.testing.assert_close(out.bits_y, total, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_forward_mode_is_causal_and_bidirectional_is_not(bidirectional):
+    """d restored_0 / d lq_{1,2} is exactly zero forward, non-zero bidirectional.
+
+    Gradients (straight-through through the quantizer) rather than perturbing the input: a
+    small perturbation of a later frame can round away inside the codec.
+    """
+    net = tiny("adaptive_q", bidirectional=bidirectional).train()
+    lq = clip().requires_grad_(True)
+    restored = net(lq, sigma()).restored
+    (grad,) = torch.autograd.grad(restored[:, 0].sum(), lq)
+    later = grad[:, 1:].abs().sum()
+    if bidirectional:
+        assert later > 0
+    else:
+        assert later == 0
+    assert grad[:, 0].abs().sum() > 0
+    (grad_last,) = torch.autograd.grad(net(lq, sigma()).restored[:, 2].sum(), lq)
+    assert grad_last[:, 0].abs().sum() > 0  # and the last frame sees the first one
+
+
+def test_temporal_state_is_used():
+    """The second frame's output depends on the first frame (propagation happens)."""
+    net = tiny("no_codec").eval()
+    lq = clip()
+    changed = lq.clone()
+    changed[:, 0] += 0.5
+    with torch.no_grad():
+        a = net(lq, sigma()).restored
+        b = net(changed, sigma()).restored
+    assert not torch.allclose(a[:, 1], b[:, 1])
+
+
+def test_inference_path_matches_autograd_path():
+    net = tiny("channel_q", bidirectional=True).eval()
+    lq = clip(h=13, w=21)  # sizes not divisible by 4 run too
+    with torch.no_grad():
+        fast = net(lq, sigma())
+    slow = net(lq, sigma())
+    assert slow.restored.requires_grad and not fast.restored.requires_grad
+    torch.testing.assert_close(fast.restored, slow.restored.detach())
+    torch.testing.assert_close(fast.bits_y, slow.bits_y.detach())
+
+
+@pytest.mark.parametrize("variant", ["adaptive_q", "no_codec"])
+def test_maps_only_when_asked(variant):
+    net = tiny(variant, latent_stride=4).eval()
+    with torch.no_grad():
+        assert net(clip(), sigma()).maps == []
+    out = net(clip(), sigma(), return_maps=True)  # grad enabled: maps must still be detached
+    assert len(out.maps) == T
+    expected_keys = FLOW_KEYS | (CODEC_KEYS if variant != "no_codec" else set())
+    for frame_maps in out.maps:
+        assert set(frame_maps) == expected_keys
+        assert all(not m.requires_grad for m in frame_maps.values())
+        assert frame_maps["flow"].shape == (B, 2, H, W)
+        assert frame_maps["flow_refined"].shape == (B, 2, H, W)
+        if variant != "no_codec":
+            for key in CODEC_KEYS:
+                assert frame_maps[key].shape == (B, LATENT, H // 4, W // 4), key
+            assert (frame_maps["q"] >= 0.5).all()
+    assert (out.maps[0]["flow"] == 0).all()  # no previous frame at t = 0
+
+
+def test_single_frame_clip():
+    net = tiny("adaptive_q").eval()
+    with torch.no_grad():
+        out = net(clip(t=1), sigma())
+    assert out.restored.shape == (B, 1, 3, H, W)
+
+
+def test_bad_inputs_raise_clear_errors():
+    net = tiny("no_codec")
+    with pytest.raises(ValueError, match=r"lq: expected .*\(B, T, 3, H, W\)"):
+        net(clip()[:, 0], sigma())
+    with pytest.raises(ValueError, match="lq: expected"):
+        net(torch.rand(B, T, 1, H, W), sigma())
+    with pytest.raises(ValueError, match="noise_level: required"):
+        net(clip())
+    with pytest.raises(ValueError, match=r"noise_level: expected a tensor of shape \(1,\)"):
+        net(clip(), torch.full((1, 1), 0.1))
+    plain = tiny("no_codec", noise_channel=False)
+    with pytest.raises(ValueError, match="noise_level must be None"):
+        plain(clip(), sigma())
+    with pytest.raises(ValueError, match="variant: expected one of"):
+        build_network("adaptive")
+    with pytest.raises(ValueError, match="channels"):
+        build_network("no_codec", channels=30)
+    with pytest.raises(ValueError, match="extra_channels=0"):
+        VideoRestorationNet(
+            flow=net.flow,
+            restoration=RestorationUNet(extra_channels=1, channels=(4, 8, 16)),
+            alignment=net.alignment,
+            noise_channel=False,
+        )
