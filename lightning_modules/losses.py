@@ -1,6 +1,7 @@
 """Training losses: Charbonnier distortion, census photometric loss, edge-aware flow smoothness.
 
-All losses return a scalar tensor and are differentiable in their first argument.
+All losses return a scalar float32 tensor (inputs are promoted to float32 first, so bf16/fp16
+autocast outputs do not lose precision in the loss) and are differentiable in their inputs.
 """
 
 import kornia
@@ -52,7 +53,7 @@ def charbonnier(
     _check_same_shape("charbonnier", pred, target)
     if eps <= 0:
         raise ValueError(f"charbonnier: eps must be > 0, got {eps}")
-    values = torch.sqrt((pred - target) ** 2 + eps * eps)
+    values = torch.sqrt((pred.float() - target.float()) ** 2 + eps * eps)
     return _masked_mean(values, mask, "charbonnier")
 
 
@@ -61,6 +62,7 @@ def _census_transform(image: torch.Tensor, patch_size: int) -> torch.Tensor:
 
     Returns (B, patch_size², H, W) computed on the grey image scaled to [0, 255].
     """
+    image = image.float()
     grey = kornia.color.rgb_to_grayscale(image) if image.shape[1] == 3 else image.mean(1, True)
     grey = grey * 255.0
     b, _, h, w = grey.shape
@@ -134,6 +136,7 @@ def edge_aware_smoothness(
         )
     if alpha < 0:
         raise ValueError(f"edge_aware_smoothness: alpha must be >= 0, got {alpha}")
+    flow, image = flow.float(), image.float()
     image_grad = kornia.filters.spatial_gradient(image, mode="sobel").abs().mean(dim=1)
     weight_x = torch.exp(-alpha * image_grad[:, 0:1, :, :-1])
     weight_y = torch.exp(-alpha * image_grad[:, 1:2, :-1, :])

@@ -186,7 +186,7 @@ class RestorationTask(pl.LightningModule):
             "bpp_z": _as_scalar(out.bpp_z, distortion).detach(),
             "psnr": psnr.mean(),
             "ssim": ssim.mean(),
-            "rate_weight": torch.tensor(rate_weight),
+            "rate_weight": rate_weight,  # a float: Lightning puts it on the module device
         }
         batch_size = gt.shape[0]
         for key, value in values.items():
