@@ -344,3 +344,27 @@ def test_real_network_trains_and_gives_codec_maps(tmp_path):
     last = task.last_visuals["maps"][-1]
     assert {"q", "mu", "sigma", "bits", "flow", "flow_refined"} <= set(last)
     assert last["q"].min() >= 0.5  # the adaptive step's lower bound
+
+
+@pytest.mark.slow
+def test_validation_metrics_are_synced_across_two_processes(tmp_path):
+    """ddp_spawn on 2 CPU processes: val/psnr is the mean over all clips of both ranks."""
+    from lightning_modules.stages.network import build_network
+
+    torch.manual_seed(0)
+    net = build_network(
+        "no_codec", channels=8, num_blocks=(1, 1, 1), noise_channel=False, mv_refine=False
+    )
+    data = ClipSet(count=4, frames=2, size=16, sigma=0.0)
+    data.lq = data.gt + 0.1 * torch.arange(1, 5).view(4, 1, 1, 1, 1) * torch.randn(data.gt.shape)
+    items = [{"lq": data.lq[i], "gt": data.gt[i], "name": f"c{i}"} for i in range(4)]
+    task = RestorationTask(net, _adam())
+    trainer = _trainer(tmp_path, devices=2, strategy="ddp_spawn")
+    trainer.validate(task, DataLoader(items, batch_size=1), verbose=False)
+    with torch.no_grad():
+        psnr, _ = frame_psnr_ssim(net(data.lq).restored, data.gt)
+    per_clip = psnr.mean(dim=1)
+    assert per_clip.max() - per_clip.min() > 3  # the clips differ, so a per-rank mean would show
+    assert trainer.callback_metrics["val/psnr"].item() == pytest.approx(
+        per_clip.mean().item(), rel=1e-5
+    )
