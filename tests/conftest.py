@@ -9,6 +9,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Test tensors are tiny: one intra-op thread avoids oversubscription on 2-core machines
+# (measured 10-70x slowdowns of small ops with 2 threads on a loaded machine).
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NCFL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
