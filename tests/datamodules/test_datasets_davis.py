@@ -1,13 +1,31 @@
 """DAVIS-2017 480p: ImageSets split files when present, every folder otherwise."""
 
+import inspect
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.davis import scan_davis
+from datamodules.video_datamodule import VideoDataModule
+
+
+def data_config(name: str, data_dir: Path):
+    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
+    repo = Path(__file__).resolve().parents[2]
+    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
+
+
+def check_datamodule_keys(config) -> None:
+    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
+    accepted = set(inspect.signature(VideoDataModule).parameters)
+    layout_keys = {"_target_", "root", "train_list", "test_list"}
+    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
 
 
 def write_sequence(root: Path, name: str, frames: int = 3) -> None:
@@ -56,3 +74,12 @@ def test_test_dev_root_with_its_own_list(tmp_path):
     assert (sequence.name, len(sequence)) == ("carousel", 5)
     with pytest.raises(MissingDataError, match=r"ImageSets/2017/train.txt"):
         scan_davis(tmp_path, split="trainval")
+
+
+def test_config_scanners(shared_data):
+    config = data_config("davis", shared_data)
+    config.root = str(shared_data / "davis2017_480p")
+    check_datamodule_keys(config)
+    assert len(hydra.utils.instantiate(config.train_sequences)()) == 3
+    assert config.test_sequences.root == f"{shared_data}/DAVIS-test-dev"
+    assert (config.task, config.degradation) == ("denoise", "noise")

@@ -1,14 +1,32 @@
 """Generic folders: paired sequence folders, clean only, degraded only, a single folder."""
 
+import inspect
 import shutil
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.folder import scan_folder
+from datamodules.video_datamodule import VideoDataModule
+
+
+def data_config(name: str, data_dir: Path):
+    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
+    repo = Path(__file__).resolve().parents[2]
+    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
+
+
+def check_datamodule_keys(config) -> None:
+    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
+    accepted = set(inspect.signature(VideoDataModule).parameters)
+    layout_keys = {"_target_", "root", "train_list", "test_list"}
+    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
 
 
 def write_frames(folder: Path, names: list[str], value: int = 0) -> None:
@@ -68,3 +86,17 @@ def test_mixed_single_and_nested_roots_are_rejected(tmp_path):
         scan_folder(gt_root=tmp_path / "gt", lq_root=tmp_path / "lq")
     with pytest.raises(ValueError, match="needs gt_root"):
         scan_folder()
+
+
+def test_config_train_test_pairs(tmp_path):
+    config = data_config("folder", tmp_path)
+    for split in ("train", "test"):
+        names = [f"{i}.png" for i in range(7)]
+        write_frames(tmp_path / "folder" / split / "lq" / "seq", names, value=9)
+        write_frames(tmp_path / "folder" / split / "gt" / "seq", names)
+    check_datamodule_keys(config)
+    (train,) = hydra.utils.instantiate(config.train_sequences)()
+    assert train.lq is not None and train.gt is not None
+    config.train_sequences.lq_root = None  # clean only: the datamodule degrades it
+    (clean,) = hydra.utils.instantiate(config.train_sequences)()
+    assert clean.lq is None

@@ -1,13 +1,31 @@
 """NTURain: <seq>_Rain pairs with <seq>_GT by file name; real rain has no GT."""
 
+import inspect
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.nturain import scan_nturain
+from datamodules.video_datamodule import VideoDataModule
+
+
+def data_config(name: str, data_dir: Path):
+    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
+    repo = Path(__file__).resolve().parents[2]
+    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
+
+
+def check_datamodule_keys(config) -> None:
+    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
+    accepted = set(inspect.signature(VideoDataModule).parameters)
+    layout_keys = {"_target_", "root", "train_list", "test_list"}
+    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
 
 
 def write_frames(folder: Path, count: int, value: int) -> None:
@@ -59,3 +77,15 @@ def test_rain_frame_without_gt_frame_is_named(tmp_path):
 def test_bad_unpaired_mode_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unpaired must be one of"):
         scan_nturain(tmp_path, unpaired="yes")
+
+
+def test_config_pairs_and_metric_space(tmp_path):
+    config = data_config("nturain", tmp_path)
+    write_frames(tmp_path / "NTURain" / "Dataset_Training_Synthetic" / "t1_GT", 7, value=0)
+    write_frames(tmp_path / "NTURain" / "Dataset_Training_Synthetic" / "t1_Rain_01", 7, value=9)
+    write_frames(tmp_path / "NTURain" / "Dataset_Testing_Synthetic" / "a1_GT", 3, value=0)
+    write_frames(tmp_path / "NTURain" / "Dataset_Testing_Synthetic" / "a1_Rain", 3, value=9)
+    check_datamodule_keys(config)
+    assert [s.name for s in hydra.utils.instantiate(config.train_sequences)()] == ["t1_01"]
+    assert [s.name for s in hydra.utils.instantiate(config.test_sequences)()] == ["a1"]
+    assert (config.task, config.metric_space, config.degradation) == ("derain", "y", "none")

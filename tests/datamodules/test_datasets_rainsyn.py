@@ -1,13 +1,31 @@
 """RainSynLight25/Complex25: input/<id> pairs with processed/<id> or gt/<id>."""
 
+import inspect
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.rainsyn import scan_rainsyn
+from datamodules.video_datamodule import VideoDataModule
+
+
+def data_config(name: str, data_dir: Path):
+    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
+    repo = Path(__file__).resolve().parents[2]
+    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
+
+
+def check_datamodule_keys(config) -> None:
+    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
+    accepted = set(inspect.signature(VideoDataModule).parameters)
+    layout_keys = {"_target_", "root", "train_list", "test_list"}
+    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
 
 
 def write_frames(folder: Path, count: int, value: int) -> None:
@@ -43,3 +61,15 @@ def test_missing_gt_folder_is_named(tmp_path):
     write_frames(tmp_path / "train" / "processed" / "8", 2, value=0)
     with pytest.raises(MissingDataError, match=r"input/7 has no clean folder .*processed/7"):
         scan_rainsyn(tmp_path, split="train")
+
+
+def test_config_splits(tmp_path):
+    config = data_config("rainsyn", tmp_path)
+    level = tmp_path / "RainSynComplex25" / "video_rain_heavy"
+    for split in ("train", "test"):
+        write_frames(level / split / "input" / f"{split}1", 7, value=50)
+        write_frames(level / split / "processed" / f"{split}1", 7, value=0)
+    check_datamodule_keys(config)
+    assert [s.name for s in hydra.utils.instantiate(config.train_sequences)()] == ["train1"]
+    assert [s.name for s in hydra.utils.instantiate(config.test_sequences)()] == ["test1"]
+    assert (config.task, config.metric_space) == ("derain", "y")

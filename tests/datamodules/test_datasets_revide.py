@@ -1,13 +1,31 @@
 """REVIDE: Train/Test (any case), hazy/ with gt/ or clear/, .JPG or .jpg frames."""
 
+import inspect
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.revide import scan_revide
+from datamodules.video_datamodule import VideoDataModule
+
+
+def data_config(name: str, data_dir: Path):
+    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
+    repo = Path(__file__).resolve().parents[2]
+    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
+
+
+def check_datamodule_keys(config) -> None:
+    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
+    accepted = set(inspect.signature(VideoDataModule).parameters)
+    layout_keys = {"_target_", "root", "train_list", "test_list"}
+    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
 
 
 def write_frames(folder: Path, count: int, value: int, extension: str) -> None:
@@ -52,3 +70,14 @@ def test_missing_split_is_named(tmp_path):
         scan_revide(tmp_path, split="Test")
     with pytest.raises(MissingDataError, match=r"Train/gt/ or .*Train/clear/"):
         scan_revide(tmp_path, split="Train")
+
+
+def test_config_splits(tmp_path):
+    config = data_config("revide", tmp_path)
+    for split, video in (("Train", "A"), ("Test", "B")):
+        write_frames(tmp_path / "REVIDE_indoor" / split / "hazy" / video, 7, 0, ".JPG")
+        write_frames(tmp_path / "REVIDE_indoor" / split / "gt" / video, 7, 0, ".JPG")
+    check_datamodule_keys(config)
+    assert [s.name for s in hydra.utils.instantiate(config.train_sequences)()] == ["A"]
+    assert [s.name for s in hydra.utils.instantiate(config.test_sequences)()] == ["B"]
+    assert (config.task, config.degradation) == ("dehaze", "none")

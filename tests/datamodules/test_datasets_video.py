@@ -1,14 +1,32 @@
 """Video files as sequences: degraded input, clean footage, or a degraded/clean pair."""
 
+import inspect
 from pathlib import Path
 
 import av
+import hydra
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from datamodules.datasets import DatasetLayoutError
 from datamodules.datasets.video import scan_video
+from datamodules.video_datamodule import VideoDataModule
+
+
+def data_config(name: str, data_dir: Path):
+    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
+    repo = Path(__file__).resolve().parents[2]
+    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
+
+
+def check_datamodule_keys(config) -> None:
+    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
+    accepted = set(inspect.signature(VideoDataModule).parameters)
+    layout_keys = {"_target_", "root", "train_list", "test_list"}
+    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
 
 
 def write_video(path: Path, count: int, height: int = 16, width: int = 24, shift: int = 0) -> None:
@@ -60,3 +78,12 @@ def test_paired_videos_must_agree(tmp_path):
         scan_video(tmp_path / "noisy.mkv", gt_path=tmp_path / "small.mkv")
     with pytest.raises(ValueError, match="counts must match"):
         scan_video([tmp_path / "noisy.mkv"] * 2, gt_path=tmp_path / "short.mkv")
+
+
+def test_config_trains_on_clean_footage(tmp_path):
+    config = data_config("video", tmp_path)
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "mine.mkv", 8)
+    check_datamodule_keys(config)
+    (sequence,) = hydra.utils.instantiate(config.train_sequences)()
+    assert (sequence.name, len(sequence), sequence.lq) == ("mine", 8, None)

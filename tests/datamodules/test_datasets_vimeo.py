@@ -1,15 +1,33 @@
 """Vimeo-90K septuplet: clips come only from the list file, 7 frames each, in order."""
 
+import inspect
 import logging
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.vimeo import scan_vimeo
+from datamodules.video_datamodule import VideoDataModule
+
+
+def data_config(name: str, data_dir: Path):
+    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
+    repo = Path(__file__).resolve().parents[2]
+    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
+
+
+def check_datamodule_keys(config) -> None:
+    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
+    accepted = set(inspect.signature(VideoDataModule).parameters)
+    layout_keys = {"_target_", "root", "train_list", "test_list"}
+    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
 
 
 def write_clip(root: Path, clip: str, folder: str = "sequences", value: int = 0) -> None:
@@ -68,3 +86,14 @@ def test_degraded_tree_pairs_with_clean_clips(tmp_path):
     (sequence,) = scan_vimeo(tmp_path, list_file="sep_testlist.txt", lq_dir="input")
     assert sequence.lq.read([0])[0, 0, 0, 0] * 255 == pytest.approx(101)
     assert sequence.gt.read([0])[0, 0, 0, 0] * 255 == pytest.approx(1)
+
+
+def test_config_scanners_follow_root_and_lists(shared_data):
+    config = data_config("vimeo", shared_data)
+    assert config.root == f"{shared_data}/vimeo_septuplet"
+    config.root = str(shared_data / "vimeo90k_septuplet")  # the sample's folder name
+    config.train_list, config.test_list = "subset_trainlist.txt", "subset_testlist.txt"
+    check_datamodule_keys(config)
+    train = hydra.utils.instantiate(config.train_sequences)()
+    assert len(train) == 6 and config.train_sequences.min_len == config.clip_len
+    assert [s.name for s in hydra.utils.instantiate(config.test_sequences)()] == ["00002/0004"]
