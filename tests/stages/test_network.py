@@ -3,7 +3,9 @@
 import pytest
 import torch
 
+from lightning_modules.stages.attention import ConcatFusion, TemporalAttentionFusion
 from lightning_modules.stages.network import NetworkOutput, VideoRestorationNet, build_network
+from lightning_modules.stages.quantizers import AdaptiveQuantizer, ChannelQuantizer, FixedQuantizer
 from lightning_modules.stages.restoration import RestorationUNet
 
 B, T, H, W = 1, 3, 32, 48
@@ -179,3 +181,21 @@ def test_bad_inputs_raise_clear_errors():
             alignment=net.alignment,
             noise_channel=False,
         )
+
+
+def test_presets_pick_the_stages_they_name():
+    expected = {
+        "adaptive_q": AdaptiveQuantizer,
+        "channel_q": ChannelQuantizer,
+        "fixed_q": FixedQuantizer,
+    }
+    for variant, quantizer in expected.items():
+        assert isinstance(tiny(variant).codec.quantizer, quantizer)
+    plain = tiny("no_codec", mv_refine=False, attention=False, noise_channel=False)
+    assert plain.codec is None and plain.mv_refine is None
+    assert all(isinstance(f, ConcatFusion) for f in plain.fusion)
+    assert plain.restoration.extra_channels == 0
+    both = tiny("adaptive_q", bidirectional=True)
+    assert all(isinstance(f, TemporalAttentionFusion) for f in both.fusion)
+    assert [f.num_temporal for f in both.fusion] == [2, 2, 2]
+    assert [f.channels for f in both.backward_fusion] == [4, 8, 16]
