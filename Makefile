@@ -25,6 +25,9 @@ bench:  ## print FLOPs / speed / data throughput figures
 	$(PY) bench/flops.py
 	$(PY) bench/data_throughput.py
 
+data-%:  ## download + verify a dataset: make data-vimeo / data-davis / data-set8 (others print manual steps)
+	$(PY) -m datamodules.prepare_data $* $(ARGS)
+
 lint:  ## ruff lint + format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
