@@ -6,7 +6,7 @@ ARGS ?=
 .PHONY: help install test test-fast train bench lint format clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
 
 install:  ## create .venv and install the project with dev extras (CPU torch)
 	test -d .venv || python3 -m venv .venv
