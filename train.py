@@ -26,6 +26,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from lightning_modules.checkpoint_config import StoreConfigInCheckpoint, build_task, resolved_config
 from lightning_modules.config_schema import TrainSchema, register_resolvers, validate_config
@@ -36,15 +37,21 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 
-def _test_checkpoint(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
-    """Best checkpoint of this fit; else last.ckpt; else None (current weights, with a warning)."""
+def saved_checkpoints(trainer: pl.Trainer) -> dict[str, str | None]:
+    """Paths of the best and the last checkpoint of the fit so far (None when not written)."""
     callback = trainer.checkpoint_callback
-    for candidate in (
-        getattr(callback, "best_model_path", ""),
-        getattr(callback, "last_model_path", ""),
-    ):
-        if candidate and Path(candidate).is_file():
-            return candidate
+    found = {
+        "best": getattr(callback, "best_model_path", ""),
+        "last": getattr(callback, "last_model_path", ""),
+    }
+    return {key: path if path and Path(path).is_file() else None for key, path in found.items()}
+
+
+def _test_checkpoint(checkpoints: dict[str, str | None], cfg: DictConfig) -> str | None:
+    """Best checkpoint of this fit; else last; else ckpt_path for test-only runs; else None
+    (the current weights, with a warning)."""
+    if checkpoints["best"] or checkpoints["last"]:
+        return checkpoints["best"] or checkpoints["last"]
     if not cfg.train and cfg.ckpt_path:
         return cfg.ckpt_path
     log.warning("no checkpoint was saved (e.g. fast_dev_run): testing the current weights")
@@ -54,7 +61,10 @@ def _test_checkpoint(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
 def train(
     cfg: DictConfig, prepare_model: Callable[[pl.LightningModule], Any] | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit and/or test as ``cfg`` says; returns (metrics, {trainer, model, datamodule}).
+    """Fit and/or test as ``cfg`` says.
+
+    Returns (metrics, objects): objects has ``trainer``, ``model``, ``datamodule`` and
+    ``checkpoints`` ({"best": path | None, "last": path | None} written by this fit).
 
     ``prepare_model(model)`` is called after the model is built and before fitting (staged
     training uses it to load the previous stage's weights).
@@ -86,13 +96,18 @@ def train(
         logger.log_hyperparams(resolved)
 
     metrics: dict[str, float] = {}
+    checkpoints: dict[str, str | None] = {"best": None, "last": None}
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    if cfg.test:
-        trainer.test(model, datamodule=datamodule, ckpt_path=_test_checkpoint(trainer, cfg))
+        checkpoints = saved_checkpoints(trainer)
+    if cfg.test and not is_overridden("test_step", model):
+        log.warning("%s has no test step: test=true is skipped", type(model).__name__)
+    elif cfg.test:
+        trainer.test(model, datamodule=datamodule, ckpt_path=_test_checkpoint(checkpoints, cfg))
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    return metrics, {"trainer": trainer, "model": model, "datamodule": datamodule}
+    objects = {"trainer": trainer, "model": model, "datamodule": datamodule}
+    return metrics, {**objects, "checkpoints": checkpoints}
 
 
 def optimized_value(

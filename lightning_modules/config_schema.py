@@ -36,6 +36,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 RESERVED_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 CHECKED_CONTAINERS = ("model",)  # plain containers whose every key must be read somewhere
+# ...except these: the LightningModule itself and what callbacks/sweeps may (not) read
+CONTAINER_OWN_KEYS = {"task", "monitor", "monitor_mode"}
 _INTERPOLATION = re.compile(r"\$\{\s*(\.*[A-Za-z_][\w.]*)\s*\}")
 
 
@@ -263,8 +265,10 @@ def _check_target_node(node: DictConfig, path: str) -> None:
             continue
         annotation = named[key].annotation
         if _type_ok(value, annotation) is False:
+            source = node._get_node(key)._value()
+            via = f" (set through {source})" if OmegaConf.is_interpolation(node, key) else ""
             raise ConfigError(
-                f"'{_join(path, key)}' = {value!r} ({type(value).__name__}): "
+                f"'{_join(path, key)}' = {value!r} ({type(value).__name__}){via}: "
                 f"{name} expects {_describe(annotation)}"
             )
     if node.get("_partial_", False) or "_args_" in node:
@@ -313,22 +317,17 @@ def interpolation_references(cfg: DictConfig) -> set[str]:
 
 
 def _check_unread_keys(cfg: DictConfig, refs: set[str]) -> None:
-    def visit(node: DictConfig, path: str) -> None:
-        if "_target_" in node or not any(
-            path == c or path.startswith(c + ".") for c in CHECKED_CONTAINERS
-        ):
-            return
+    for path in CHECKED_CONTAINERS:
+        node = cfg.get(path)
+        if not isinstance(node, DictConfig) or "_target_" in node:
+            continue
         used = {k for k in node if _join(path, k) in refs}
         for key in node:
-            if key not in used and not str(key).startswith("_") and key != "task":
+            if key not in used and not str(key).startswith("_") and key not in CONTAINER_OWN_KEYS:
                 raise ConfigError(
                     f"unknown key '{_join(path, key)}': nothing in the config reads it"
                     f"{_did_you_mean(str(key), used)}"
                 )
-
-    for name in CHECKED_CONTAINERS:
-        if isinstance(cfg.get(name), DictConfig):
-            _walk(cfg._get_node(name), name, visit)
 
 
 def _check_schema(cfg: DictConfig, schema: type) -> None:

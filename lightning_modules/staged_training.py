@@ -149,19 +149,12 @@ def load_weights_non_strict(
     return report
 
 
-def _stage_checkpoint(trainer: pl.Trainer, which: str) -> str | None:
-    callback = trainer.checkpoint_callback
-    paths = [getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", "")]
-    if which == "last":
-        paths.reverse()
-    return next((p for p in paths if p and Path(p).is_file()), None)
-
-
 TrainFn = Callable[..., tuple[dict[str, float], dict[str, Any]]]
 
 
 def run_stages(cfg: DictConfig, train_fn: TrainFn) -> tuple[dict[str, float], dict[str, Any]]:
-    """Run every stage of ``cfg.training_stages`` with ``train_fn(stage_cfg, prepare_model)``.
+    """Run every stage of ``cfg.training_stages`` with ``train_fn(stage_cfg, prepare_model)``,
+    which returns (metrics, objects) with ``objects["checkpoints"] = {"best": .., "last": ..}``.
 
     Must run inside a Hydra app (or ``initialize_config_dir``) so the config can be recomposed.
     Returns the last stage's (metrics, objects); ``objects["stage_dirs"]`` lists the folders.
@@ -190,7 +183,8 @@ def run_stages(cfg: DictConfig, train_fn: TrainFn) -> tuple[dict[str, float], di
                 load_weights_non_strict(model, source, key_map)
 
         metrics, objects = train_fn(stage_cfg, prepare)
-        previous = _stage_checkpoint(objects["trainer"], stage.checkpoint)
+        saved = objects.get("checkpoints") or {}
+        previous = saved.get(stage.checkpoint) or saved.get("best") or saved.get("last")
         if previous is None and k < len(stages):
             log.warning("stage '%s' saved no checkpoint; the next stage starts afresh", stage.name)
     objects["stage_dirs"] = stage_dirs

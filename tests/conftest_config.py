@@ -1,0 +1,114 @@
+"""Helpers shared by the config / entry-point tests: compose the real config tree, shrink it.
+
+Import from the test modules (``from tests.conftest_config import ...``; the repository root is
+put on ``sys.path`` there because train.py, eval.py and restore.py live at the root).
+
+``compose_config(name, overrides)`` composes ``conf/<name>.yaml`` with Hydra's compose API and
+registers the result as the current Hydra config (so ``${hydra:...}`` resolves and staged
+training can recompose). ``tiny_overrides(preset, out_dir)`` shrinks a run to seconds on a CPU:
+N = 16 channels, 32x32 patches of 3-frame clips, batch 1, one σ at test, 2 training steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from lightning_modules.config_schema import register_resolvers
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+PRESETS = ("adaptive_q", "channel_q", "fixed_q", "no_codec", "flow")
+
+DATA_TINY = [
+    "data.train_sequences.num_sequences=2",
+    "data.train_sequences.num_frames=4",
+    "data.train_sequences.size=[40,40]",
+    "data.val_sequences.num_sequences=1",
+    "data.val_sequences.num_frames=3",
+    "data.val_sequences.size=[32,32]",
+    "data.test_sequences.num_sequences=1",
+    "data.test_sequences.num_frames=3",
+    "data.test_sequences.size=[32,32]",
+    "data.clip_len=3",
+    "data.patch_size=32",
+    "data.batch_size=1",
+    "data.val_batch_size=1",
+    "data.test_sigmas=[25]",
+    "data.temporal_strides=[1]",
+    "data.num_workers=0",
+]
+TRAINER_TINY = [
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.rich_model_summary=null",
+]
+
+
+def model_tiny(preset: str) -> list[str]:
+    """Overrides shrinking a model preset (the flow preset has no N / codec / refinement)."""
+    tiny = ["model.flow.num_levels=3", "model.task.scheduler.warmup_steps=0"]
+    if preset == "flow":
+        return tiny
+    tiny += ["model.channels=16", "model.mv_refine.channels=8"]
+    if preset != "no_codec":
+        tiny += ["model.codec.latent_channels=16", "model.codec.hyper_channels=16"]
+    return tiny
+
+
+def tiny_overrides(preset: str, out_dir: Path, logger: str = "csv") -> list[str]:
+    """All overrides for a seconds-long CPU run of ``preset`` writing into ``out_dir``."""
+    return [
+        f"model={preset}",
+        f"logger={logger}",
+        f"paths.output_dir={out_dir}",
+        f"paths.log_dir={out_dir}/logs",
+        *DATA_TINY,
+        *TRAINER_TINY,
+        *model_tiny(preset),
+    ]
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` (inside ``initialize_config_dir``) and make it current."""
+    register_resolvers()
+    cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def tiny_training_run(tmp_path_factory) -> dict[str, Any]:
+    """Train the tiny adaptive_q model once per session: output dir, checkpoints, metrics."""
+    if "run" not in _CACHE:
+        from hydra import initialize_config_dir
+
+        import train
+
+        out_dir = tmp_path_factory.mktemp("tiny_run")
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            cfg = compose_config("train", tiny_overrides("adaptive_q", out_dir))
+            metrics, objects = train.train(cfg)
+        _CACHE["run"] = {
+            "out_dir": out_dir,
+            "metrics": metrics,
+            "best": Path(objects["checkpoints"]["best"]),
+            "last": Path(objects["checkpoints"]["last"]),
+            "records": list(objects["model"].test_records),
+            "global_step": objects["trainer"].global_step,
+        }
+    return _CACHE["run"]

@@ -1,0 +1,190 @@
+"""The config tree: every yaml composes and validates; presets, stage swaps and switches work."""
+
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py & co. live at the root
+
+from lightning_modules.config_schema import (  # noqa: E402
+    EvalSchema,
+    RestoreSchema,
+    TrainSchema,
+    validate_config,
+)
+from tests.conftest_config import CONF_DIR, PRESETS, compose_config  # noqa: E402
+
+ENTRY_CONFIGS = {"train.yaml", "eval.yaml", "restore.yaml"}
+
+
+def _group_options() -> list[tuple[str, str]]:
+    """(group, option) for every yaml below conf/, e.g. ('model/codec', 'fixed')."""
+    options = []
+    for path in sorted(CONF_DIR.rglob("*.yaml")):
+        relative = path.relative_to(CONF_DIR)
+        if str(relative) in ENTRY_CONFIGS:
+            continue
+        options.append((str(relative.parent), relative.stem))
+    return options
+
+
+@pytest.fixture()
+def hydra_ctx():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        yield
+
+
+def test_every_config_group_is_found():
+    groups = {group for group, _ in _group_options()}
+    expected = {
+        "model",
+        "model/flow",
+        "model/codec",
+        "model/alignment",
+        "model/restoration",
+        "trainer",
+        "callbacks",
+        "logger",
+        "paths",
+        "hydra",
+        "hydra/launcher",
+        "experiment",
+        "hparams_search",
+        "debug",
+        "data",
+    }
+    assert expected <= groups
+    assert {"adaptive_q", "channel_q", "fixed_q", "no_codec", "flow"} <= {
+        option for group, option in _group_options() if group == "model"
+    }
+
+
+@pytest.mark.parametrize(("group", "option"), _group_options(), ids=lambda v: str(v))
+def test_every_yaml_composes_and_validates(hydra_ctx, tmp_path, group, option):
+    """Compose train.yaml with the option selected, resolve every value, validate the keys."""
+    overrides = [f"paths.output_dir={tmp_path}"]
+    if (group, option) != ("hydra", "default"):
+        overrides.append(f"{group}={option}")
+    cfg = compose_config("train", overrides)
+    container = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    assert container["model"]["task"]["_target_"]
+    validate_config(cfg, TrainSchema)
+
+
+def test_entry_configs_compose(hydra_ctx, tmp_path):
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt", f"paths.output_dir={tmp_path}"])
+    validate_config(cfg, EvalSchema)
+    assert cfg.get("data") is None  # eval falls back to the checkpoint's data config
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt", "data=set8", f"paths.output_dir={tmp_path}"])
+    validate_config(cfg, EvalSchema)
+    assert "set8" in str(cfg.data.test_sequences._target_)
+    cfg = compose_config(
+        "restore",
+        ["ckpt_path=x.ckpt", "input=a.mp4", "output=b.mp4", f"paths.output_dir={tmp_path}"],
+    )
+    validate_config(cfg, RestoreSchema)
+    assert cfg.sigma == 25.0 and cfg.overwrite is False
+
+
+def test_codec_swaps_from_the_command_line(hydra_ctx, tmp_path):
+    quantizers = {}
+    for option in ("adaptive", "channel", "fixed"):
+        cfg = compose_config("train", [f"model/codec={option}", f"paths.output_dir={tmp_path}"])
+        quantizers[option] = cfg.model.task.net.codec.quantizer
+    assert quantizers == {"adaptive": "adaptive", "channel": "channel", "fixed": "fixed"}
+    assert compose_config("train", ["model/codec=none"]).model.task.net.codec is None
+    assert compose_config("train", ["model=no_codec"]).model.task.net.codec is None
+    assert compose_config("train", ["model=fixed_q"]).model.codec.quantizer == "fixed"
+    assert compose_config("train", ["model=channel_q"]).model.codec.quantizer == "channel"
+
+
+def test_shared_channels_and_switches_reach_the_stages(hydra_ctx):
+    cfg = compose_config(
+        "train",
+        [
+            "model.channels=32",
+            "model.mv_refine=null",
+            "model.attention=false",
+            "model.bidirectional=true",
+            "model.rate_weight=0.05",
+            "model.lr=1e-3",
+        ],
+    )
+    net = cfg.model.task.net
+    assert list(net.restoration.channels) == [8, 16, 32]
+    assert list(net.codec.channels) == [8, 16, 32] and net.codec.context_channels == 32
+    assert net.mv_refine is None and net.attention is False and net.bidirectional is True
+    assert cfg.model.task.rate_weight == 0.05 and cfg.model.task.optimizer.lr == 1e-3
+
+
+def test_noise_input_follows_the_data_task(hydra_ctx):
+    denoise = compose_config("train", [])
+    assert denoise.model.noise_channel is True and denoise.model.restoration.extra_channels == 1
+    derain = compose_config("train", ["data.task=derain", "data.degradation=rain"])
+    assert derain.model.noise_channel is False and derain.model.restoration.extra_channels == 0
+    assert compose_config("train", ["data=nturain"]).model.task.metric_space == "y"
+
+
+def test_optimized_metric_follows_the_model(hydra_ctx):
+    cfg = compose_config("train", [])
+    assert cfg.optimized_metric == "val/psnr" and cfg.callbacks.model_checkpoint.mode == "max"
+    cfg = compose_config("train", ["model=flow"])
+    assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric
+    assert cfg.callbacks.model_checkpoint.mode == "min"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_model_presets_instantiate(hydra_ctx, preset):
+    torch.manual_seed(0)
+    overrides = [f"model={preset}"]
+    if preset != "flow":
+        overrides.append("model.channels=16")
+    cfg = compose_config("train", overrides)
+    task = hydra.utils.instantiate(cfg.model.task)
+    if preset == "flow":
+        assert type(task).__name__ == "FlowPretrainTask"
+        return
+    assert type(task).__name__ == "RestorationTask"
+    assert (task.net.codec is None) == (preset == "no_codec")
+    with torch.no_grad():
+        out = task.net(torch.rand(1, 2, 3, 32, 32), noise_level=torch.tensor([0.1]))
+    assert out.restored.shape == (1, 2, 3, 32, 32)
+    assert (float(out.bpp) == 0.0) == (preset == "no_codec")
+
+
+def test_flow_pretrained_path_loads_weights(hydra_ctx, tmp_path):
+    """model.flow.pretrained=PATH loads a BasicSR-style SPyNet file into the net's flow stage."""
+    torch.manual_seed(0)
+    source = hydra.utils.instantiate(compose_config("train", []).model.flow)
+    for parameter in source.parameters():
+        torch.nn.init.normal_(parameter)
+    torch.save({"params": source.state_dict()}, tmp_path / "spynet.pth")
+    cfg = compose_config(
+        "train", [f"model.flow.pretrained={tmp_path / 'spynet.pth'}", "model.channels=16"]
+    )
+    task = hydra.utils.instantiate(cfg.model.task)
+    for key, value in source.state_dict().items():
+        assert torch.equal(task.net.flow.state_dict()[key], value), key
+
+
+def test_wandb_logger_is_offline_without_login(hydra_ctx, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    assert compose_config("train", []).logger.wandb.offline is True
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert compose_config("train", []).logger.wandb.offline is False
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert compose_config("train", []).logger.wandb.offline is True
+
+
+def test_checkpoints_and_hydra_dirs_live_in_the_run_dir(hydra_ctx, tmp_path):
+    cfg = compose_config("train", [f"paths.output_dir={tmp_path}"])
+    assert cfg.callbacks.model_checkpoint.dirpath == f"{tmp_path}/checkpoints"
+    assert cfg.logger.wandb.save_dir == str(tmp_path)
+    assert cfg.trainer.default_root_dir == str(tmp_path)
