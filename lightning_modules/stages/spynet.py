@@ -33,7 +33,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _CONV_SEQ_INDICES = (0, 2, 4, 6, 8)
 # mmagic wraps each conv in a ConvModule (conv + activation), so they are numbered 0..4.
 _MMAGIC_KEY = re.compile(r"^basic_module\.(\d+)\.basic_module\.(\d+)\.conv\.(weight|bias)$")
-_CHECKPOINT_PREFIXES = ("generator.spynet.", "spynet.", "module.", "generator.")
+_CHECKPOINT_PREFIXES = (
+    "generator.spynet.",
+    "spynet.",
+    "module.",
+    "generator.",
+    "net.flow.",  # a RestorationTask Lightning checkpoint
+    "flow.",  # a FlowPretrainTask Lightning checkpoint
+)
 _CONSTANT_BUFFERS = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 

@@ -208,3 +208,16 @@ def test_bad_arguments_raise():
         net(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 10))
     with pytest.raises(ValueError, match=r"ref must be a \(B, 3, H, W\)"):
         net(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("prefix", ["flow.", "net.flow."], ids=["flow_task", "restoration_task"])
+def test_lightning_checkpoint_of_our_tasks_loads(tmp_path, prefix):
+    """A Lightning checkpoint of FlowPretrainTask (flow.*) or RestorationTask (net.flow.*)."""
+    source = randomized_spynet(seed=5)
+    state = {prefix + key: value for key, value in source.state_dict().items()}
+    state["net.restoration.head.weight"] = torch.zeros(4, 4, 3, 3)  # other stages are ignored
+    path = tmp_path / "task.ckpt"
+    torch.save({"epoch": 3, "global_step": 10, "state_dict": state}, path)
+    loaded = SpyNet(pretrained=str(path))
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
