@@ -13,6 +13,8 @@ Other degradations are seeded per item at val/test too, so every evaluation sees
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import random
 from collections.abc import Callable
 
@@ -66,6 +68,10 @@ class VideoDataModule(pl.LightningDataModule):
         temporal_strides, reverse_prob, flip, vflip, transpose: training augmentation
             (see ``ClipDataset``).
         degrade_paired: also degrade the provided LQ frames of paired sequences.
+        **anchors: extra keys of a data config that exist only to be interpolated into the
+            scanner partials (``root``, ``train_list``: ``root: ${..root}``); kept in
+            ``self.anchors`` and otherwise unused. A key that looks like a misspelt argument
+            (``bach_size``) is an error.
     """
 
     def __init__(
@@ -98,8 +104,11 @@ class VideoDataModule(pl.LightningDataModule):
         vflip: bool = False,
         transpose: bool = False,
         degrade_paired: bool = False,
+        **anchors: object,
     ) -> None:
         super().__init__()
+        _check_anchor_names(anchors)
+        self.anchors = anchors
         if degradation not in DEGRADATIONS:
             raise ValueError(
                 f"VideoDataModule: degradation must be one of {', '.join(DEGRADATIONS)}, "
@@ -259,6 +268,18 @@ class VideoDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.val_batch_size, shuffle=False)
+
+
+def _check_anchor_names(anchors: dict) -> None:
+    """Reject extra keys that are near-misses of VideoDataModule's own arguments."""
+    known = [name for name in inspect.signature(VideoDataModule.__init__).parameters][1:-1]
+    for key in anchors:
+        match = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if match:
+            raise TypeError(
+                f"VideoDataModule: unknown argument {key!r}; did you mean {match[0]!r}? "
+                f"(extra keys are allowed only as scanner anchors such as 'root')"
+            )
 
 
 def _size(patch_size):

@@ -115,3 +115,10 @@ def test_sample_yaml_instantiates_and_switches_degradation():
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert set(batch) == KEYS and batch["lq"].shape == (2, 3, 3, 64, 64)
+
+
+def test_scanner_anchor_keys_are_kept_and_typos_rejected():
+    datamodule = _datamodule(root="/datasets/x", train_list="list.txt")
+    assert datamodule.anchors == {"root": "/datasets/x", "train_list": "list.txt"}
+    with pytest.raises(TypeError, match="'bach_size'; did you mean 'batch_size'"):
+        _datamodule(bach_size=2)
