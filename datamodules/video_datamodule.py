@@ -13,8 +13,6 @@ Other degradations are seeded per item at val/test too, so every evaluation sees
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import random
 from collections.abc import Callable
 
@@ -68,10 +66,10 @@ class VideoDataModule(pl.LightningDataModule):
         temporal_strides, reverse_prob, flip, vflip, transpose: training augmentation
             (see ``ClipDataset``).
         degrade_paired: also degrade the provided LQ frames of paired sequences.
-        **anchors: extra keys of a data config that exist only to be interpolated into the
-            scanner partials (``root``, ``train_list``: ``root: ${..root}``); kept in
-            ``self.anchors`` and otherwise unused. A key that looks like a misspelt argument
-            (``bach_size``) is an error.
+        root, train_list, test_list: anchors of a data config: the dataset folder and list
+            files, written once at the top of the yaml and interpolated into the scanner
+            partials (``root: ${..root}``). The scanners do the reading; the datamodule keeps
+            them for messages only. Explicit (not ``**kwargs``) so a misspelt key stays an error.
     """
 
     def __init__(
@@ -104,11 +102,12 @@ class VideoDataModule(pl.LightningDataModule):
         vflip: bool = False,
         transpose: bool = False,
         degrade_paired: bool = False,
-        **anchors: object,
+        root: str | None = None,
+        train_list: str | None = None,
+        test_list: str | None = None,
     ) -> None:
         super().__init__()
-        _check_anchor_names(anchors)
-        self.anchors = anchors
+        self.root, self.train_list, self.test_list = root, train_list, test_list
         if degradation not in DEGRADATIONS:
             raise ValueError(
                 f"VideoDataModule: degradation must be one of {', '.join(DEGRADATIONS)}, "
@@ -188,7 +187,8 @@ class VideoDataModule(pl.LightningDataModule):
         sequences = list(sequences)
         if not sequences:
             raise ValueError(
-                f"VideoDataModule: the {split} scanner {source!r:.200} returned no sequences"
+                f"VideoDataModule: the {split} scanner {source!r:.200} returned no sequences "
+                f"(data root: {self.root})"
             )
         return sequences
 
@@ -268,18 +268,6 @@ class VideoDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.val_batch_size, shuffle=False)
-
-
-def _check_anchor_names(anchors: dict) -> None:
-    """Reject extra keys that are near-misses of VideoDataModule's own arguments."""
-    known = [name for name in inspect.signature(VideoDataModule.__init__).parameters][1:-1]
-    for key in anchors:
-        match = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
-        if match:
-            raise TypeError(
-                f"VideoDataModule: unknown argument {key!r}; did you mean {match[0]!r}? "
-                f"(extra keys are allowed only as scanner anchors such as 'root')"
-            )
 
 
 def _size(patch_size):

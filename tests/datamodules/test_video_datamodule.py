@@ -117,8 +117,12 @@ def test_sample_yaml_instantiates_and_switches_degradation():
     assert set(batch) == KEYS and batch["lq"].shape == (2, 3, 3, 64, 64)
 
 
-def test_scanner_anchor_keys_are_kept_and_typos_rejected():
-    datamodule = _datamodule(root="/datasets/x", train_list="list.txt")
-    assert datamodule.anchors == {"root": "/datasets/x", "train_list": "list.txt"}
-    with pytest.raises(TypeError, match="'bach_size'; did you mean 'batch_size'"):
+def test_data_config_anchors_are_accepted():
+    datamodule = _datamodule(root="/datasets/x", train_list="a.txt", test_list="b.txt")
+    assert (datamodule.root, datamodule.train_list, datamodule.test_list) == (
+        "/datasets/x",
+        "a.txt",
+        "b.txt",
+    )
+    with pytest.raises(TypeError, match="bach_size"):
         _datamodule(bach_size=2)
