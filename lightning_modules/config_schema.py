@@ -5,7 +5,8 @@ offending key:
 
 1. the top-level keys against a dataclass ``schema`` (unknown keys, missing keys, scalar types);
 2. every node with a ``_target_``: the target must import, its keys must be parameters of the
-   target's signature (``inspect.signature``; targets taking ``**kwargs`` accept anything), its
+   target's signature (``inspect.signature``; a target taking ``**kwargs`` accepts other keys
+   unless one is a near-miss of a parameter name that no interpolation reads), its
    required parameters must be present unless ``_partial_: true``, and scalar values are checked
    against simple annotations (int, float, bool, str, None, Literal, Path and unions of those);
 3. keys of the plain (target-less) containers under ``model``: each must be read by some
@@ -236,7 +237,7 @@ def _resolved(node: DictConfig, key) -> Any:
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_target_node(node: DictConfig, path: str) -> None:
+def _check_target_node(node: DictConfig, path: str, refs: set[str]) -> None:
     target = locate_target(node["_target_"], path)
     signature = _signature(target)
     if signature is None:
@@ -253,8 +254,9 @@ def _check_target_node(node: DictConfig, path: str) -> None:
         if key in RESERVED_KEYS:
             continue
         if key not in named:
-            if takes_kwargs:
-                continue
+            near = difflib.get_close_matches(str(key), list(named), n=1, cutoff=0.8)
+            if takes_kwargs and (_join(path, key) in refs or not near):
+                continue  # a **kwargs extra, or an anchor other keys interpolate
             raise ConfigError(
                 f"unknown key '{_join(path, key)}' for {name}{_did_you_mean(key, named)}"
             )
@@ -357,12 +359,14 @@ def validate_config(cfg: DictConfig, schema: type | None = None) -> None:
     if schema is not None:
         _check_schema(cfg, schema)
 
+    refs = interpolation_references(cfg)
+
     def visit(node: DictConfig, path: str) -> None:
         if "_target_" in node:
-            _check_target_node(node, path)
+            _check_target_node(node, path, refs)
 
     for key in cfg:
         if key == "hydra" or OmegaConf.is_interpolation(cfg, key):
             continue
         _walk(cfg._get_node(key), str(key), visit)
-    _check_unread_keys(cfg, interpolation_references(cfg))
+    _check_unread_keys(cfg, refs)

@@ -58,6 +58,12 @@ def test_misspelled_trainer_and_data_keys(hydra_ctx):
     assert "did you mean 'patch_size'" in _error(["+data.patch_sise=32"])
 
 
+def test_kwargs_targets_accept_extras_but_not_near_misses(hydra_ctx, tmp_path):
+    cfg = compose_config("train", [f"paths.output_dir={tmp_path}", "+logger.wandb.entity=team"])
+    validate_config(cfg, TrainSchema)  # WandbLogger passes **kwargs on to wandb.init
+    assert "did you mean 'save_dir'" in _error(["+logger.wandb.save_dirr=x"])
+
+
 def test_misspelled_top_level_key(hydra_ctx):
     message = _error(["+optimised_metric=val/ssim"])
     assert "unknown top-level key 'optimised_metric'" in message
