@@ -99,9 +99,13 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--frames", type=int, default=4, help="clip length for the speed column")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best is shown")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: available cores)"
+    )
     args = parser.parse_args()
 
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    threads = args.threads or available or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     print(
