@@ -42,7 +42,7 @@ PRESETS = {
     "channel_q": ("channel_q", {}),
     "fixed_q": ("fixed_q", {}),
     "no_codec": ("no_codec", {}),
-    "adaptive_q, bidirectional": ("adaptive_q", {"bidirectional": True}),
+    "adaptive_q_bidirectional": ("adaptive_q", {"bidirectional": True}),
 }
 
 
