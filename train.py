@@ -50,8 +50,13 @@ def saved_checkpoints(trainer: pl.Trainer) -> dict[str, str | None]:
 def _test_checkpoint(checkpoints: dict[str, str | None], cfg: DictConfig) -> str | None:
     """Best checkpoint of this fit; else last; else ckpt_path for test-only runs; else None
     (the current weights, with a warning)."""
-    if checkpoints["best"] or checkpoints["last"]:
-        return checkpoints["best"] or checkpoints["last"]
+    if checkpoints["best"]:
+        return checkpoints["best"]
+    if checkpoints["last"]:
+        log.warning(
+            "no best checkpoint (fast_dev_run, or optimized_metric never logged): testing last"
+        )
+        return checkpoints["last"]
     if not cfg.train and cfg.ckpt_path:
         return cfg.ckpt_path
     log.warning("no checkpoint was saved (e.g. fast_dev_run): testing the current weights")

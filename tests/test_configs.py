@@ -170,6 +170,15 @@ def test_flow_pretrained_path_loads_weights(hydra_ctx, tmp_path):
     task = hydra.utils.instantiate(cfg.model.task)
     for key, value in source.state_dict().items():
         assert torch.equal(task.net.flow.state_dict()[key], value), key
+    # a Lightning checkpoint of the flow pre-training task (weights under flow.*)
+    flow_state = {f"flow.{k}": -v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": flow_state, "epoch": 3}, tmp_path / "flow_task.ckpt")
+    cfg = compose_config(
+        "train", ["model=flow", f"model.flow.pretrained={tmp_path}/flow_task.ckpt"]
+    )
+    flow = hydra.utils.instantiate(cfg.model.flow)
+    for key, value in source.state_dict().items():
+        assert torch.equal(flow.state_dict()[key], -value), key
 
 
 def test_wandb_logger_is_offline_without_login(hydra_ctx, tmp_path, monkeypatch):
