@@ -102,7 +102,7 @@ def markdown_tables(rows: list[dict[str, Any]], metric_space: str) -> str:
     lines += ["", "| σ | sequences | frames | PSNR | SSIM | bpp |", "|---|---|---|---|---|---|"]
     for r in rows:
         if r["sequence"] in ("mean", "all"):
-            count = sum(1 for s in sequence_rows if r["sigma"] in ("all", s["sigma"]))
+            count = len({s["sequence"] for s in sequence_rows if r["sigma"] in ("all", s["sigma"])})
             lines.append(
                 f"| {r['sigma']} | {count} | {r['num_frames']} | {r['psnr']:.2f} | "
                 f"{r['ssim']:.4f} | {r['bpp']:.4f} |"
