@@ -197,3 +197,11 @@ def test_checkpoints_and_hydra_dirs_live_in_the_run_dir(hydra_ctx, tmp_path):
     assert cfg.callbacks.model_checkpoint.dirpath == f"{tmp_path}/checkpoints"
     assert cfg.logger.wandb.save_dir == str(tmp_path)
     assert cfg.trainer.default_root_dir == str(tmp_path)
+
+
+def test_early_stopping_is_off_by_default_and_can_be_added(hydra_ctx):
+    assert "early_stopping" not in compose_config("train", []).callbacks
+    cfg = compose_config("train", ["callbacks=[default,early_stopping]", "model=flow"])
+    assert {"model_checkpoint", "early_stopping"} <= set(cfg.callbacks)
+    assert cfg.callbacks.early_stopping.monitor == cfg.optimized_metric
+    assert cfg.callbacks.early_stopping.mode == "min"
