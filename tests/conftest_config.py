@@ -1,7 +1,7 @@
 """Helpers shared by the config / entry-point tests: compose the real config tree, shrink it.
 
-Import from the test modules (``from tests.conftest_config import ...``; the repository root is
-put on ``sys.path`` there because train.py, eval.py and restore.py live at the root).
+Import from the test modules (``from tests.conftest_config import ...``; pytest puts the
+repository root on ``sys.path`` through ``pythonpath`` in pyproject.toml).
 
 ``compose_config(name, overrides)`` composes ``conf/<name>.yaml`` with Hydra's compose API and
 registers the result as the current Hydra config (so ``${hydra:...}`` resolves and staged

@@ -1,15 +1,11 @@
 """Start-up validation: misspelled keys, wrong types and missing values fail naming the key."""
 
-import sys
-from pathlib import Path
 from typing import Literal
 
 import pytest
 from hydra import initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py & co. live at the root
 
 from lightning_modules.config_schema import (  # noqa: E402
     ConfigError,

@@ -1,15 +1,10 @@
 """The config tree: every yaml composes and validates; presets, stage swaps and switches work."""
 
-import sys
-from pathlib import Path
-
 import hydra
 import pytest
 import torch
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py & co. live at the root
 
 from lightning_modules.config_schema import (  # noqa: E402
     EvalSchema,

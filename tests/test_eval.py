@@ -2,14 +2,10 @@
 
 import csv
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import initialize_config_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py & co. live at the root
 
 import eval as evaluation  # noqa: E402
 from lightning_modules.checkpoint_config import (  # noqa: E402

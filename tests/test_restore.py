@@ -1,6 +1,5 @@
 """restore.py: video and frame-folder I/O, streaming windows, errors, chunking invariance."""
 
-import sys
 from pathlib import Path
 
 import av
@@ -8,8 +7,6 @@ import numpy as np
 import pytest
 from hydra import initialize_config_dir
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py & co. live at the root
 
 import restore  # noqa: E402
 from tests.conftest_config import CONF_DIR, compose_config, tiny_training_run  # noqa: E402

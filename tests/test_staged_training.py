@@ -1,15 +1,10 @@
 """Staged training: stage parsing, override merging, non-strict weight transfer, a tiny run."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py & co. live at the root
 
 import train  # noqa: E402
 from lightning_modules.checkpoint_config import read_checkpoint  # noqa: E402

@@ -4,13 +4,10 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import initialize_config_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # train.py & co. live at the root
 
 import train  # noqa: E402
 from lightning_modules.checkpoint_config import CONFIG_KEY, read_checkpoint  # noqa: E402
