@@ -40,7 +40,7 @@ from lightning_modules.stages.entropy_models import (
     build_conditional,
 )
 from lightning_modules.stages.gdn import GDN
-from lightning_modules.stages.quantizers import build_quantizer
+from lightning_modules.stages.quantizers import MIN_STEP, build_quantizer
 
 LATENT_STRIDES = (4, 8, 16)
 HYPER_STRIDE = 4
@@ -190,6 +190,7 @@ class FeatureCodec(nn.Module):
         quantizer: str = "adaptive",
         likelihood: str = "gaussian",
         context_channels: int = 64,
+        min_step: float = MIN_STEP,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -214,7 +215,7 @@ class FeatureCodec(nn.Module):
         self.latent_stride = int(latent_stride)
         self.context_channels = int(context_channels)
         self.total_stride = self.latent_stride * HYPER_STRIDE
-        self.quantizer = build_quantizer(quantizer, self.latent_channels)
+        self.quantizer = build_quantizer(quantizer, self.latent_channels, min_step)
         self.conditional = build_conditional(likelihood)
         self.chunks = self.quantizer.hyper_chunks
         self.encoder = MultiScaleEncoder(channels, self.latent_channels, self.latent_stride)

@@ -27,7 +27,13 @@ from torch import Tensor, nn
 
 from lightning_modules.stages.bounds import lower_bound
 
-MIN_STEP = 0.5
+MIN_STEP = 0.5  # default lower bound of the step q (DESIGN §2); a constructor argument below
+
+
+def _check_min_step(owner: str, min_step: float) -> float:
+    if not min_step > 0:
+        raise ValueError(f"{owner}: min_step must be > 0, got {min_step}")
+    return float(min_step)
 
 
 def quantize_centred(y: Tensor, mu: Tensor, q: Tensor, training: bool) -> tuple[Tensor, Tensor]:
@@ -53,29 +59,39 @@ def _check_same_shape(owner: str, y: Tensor, **others: Tensor) -> None:
 
 
 class AdaptiveQuantizer(nn.Module):
-    """Spatial-channel-wise step: q is the hyper-decoder's (B, C, h, w) map."""
+    """Spatial-channel-wise step: q is the hyper-decoder's (B, C, h, w) map, bounded below by
+    ``min_step``."""
 
     hyper_chunks = 3
+
+    def __init__(self, min_step: float = MIN_STEP) -> None:
+        super().__init__()
+        self.min_step = _check_min_step("AdaptiveQuantizer", min_step)
 
     def forward(self, y: Tensor, mu: Tensor, q: Tensor | None = None) -> tuple[Tensor, ...]:
         if q is None:
             raise ValueError("AdaptiveQuantizer: q (the hyper-decoder's step map) is required")
         _check_same_shape("AdaptiveQuantizer", y, mu=mu, q=q)
-        q_used = lower_bound(q, MIN_STEP)
+        q_used = lower_bound(q, self.min_step)
         y_hat, r_for_rate = quantize_centred(y, mu, q_used, self.training)
         return y_hat, r_for_rate, q_used
 
+    def extra_repr(self) -> str:
+        return f"min_step={self.min_step}"
+
 
 class ChannelQuantizer(nn.Module):
-    """One learned step per channel (parameter ``step`` (C,), initialised to 1)."""
+    """One learned step per channel (parameter ``step`` (C,), initialised to 1), bounded below
+    by ``min_step``."""
 
     hyper_chunks = 2
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, min_step: float = MIN_STEP) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"ChannelQuantizer: channels must be >= 1, got {channels}")
         self.channels = int(channels)
+        self.min_step = _check_min_step("ChannelQuantizer", min_step)
         self.step = nn.Parameter(torch.ones(channels))
 
     def forward(self, y: Tensor, mu: Tensor, q: Tensor | None = None) -> tuple[Tensor, ...]:
@@ -86,13 +102,13 @@ class ChannelQuantizer(nn.Module):
             raise ValueError(
                 f"ChannelQuantizer: y has {y.shape[1]} channels, expected {self.channels}"
             )
-        step = lower_bound(self.step, MIN_STEP).to(y.dtype)
+        step = lower_bound(self.step, self.min_step).to(y.dtype)
         q_used = step.reshape(1, -1, 1, 1).expand_as(y)
         y_hat, r_for_rate = quantize_centred(y, mu, q_used, self.training)
         return y_hat, r_for_rate, q_used
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}"
+        return f"channels={self.channels}, min_step={self.min_step}"
 
 
 class FixedQuantizer(nn.Module):
@@ -128,10 +144,13 @@ QUANTIZERS = {
 }
 
 
-def build_quantizer(name: str, channels: int) -> nn.Module:
-    """Quantizer by name ("adaptive", "channel", "fixed", "none") for a latent of ``channels``."""
+def build_quantizer(name: str, channels: int, min_step: float = MIN_STEP) -> nn.Module:
+    """Quantizer by name ("adaptive", "channel", "fixed", "none") for a latent of ``channels``;
+    ``min_step`` bounds the learned step of "adaptive" and "channel" from below."""
     if name not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {name!r}; valid names: {', '.join(QUANTIZERS)}")
     if name == "channel":
-        return ChannelQuantizer(channels)
+        return ChannelQuantizer(channels, min_step)
+    if name == "adaptive":
+        return AdaptiveQuantizer(min_step)
     return QUANTIZERS[name]()

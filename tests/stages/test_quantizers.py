@@ -103,6 +103,20 @@ def test_step_never_below_half_even_for_very_negative_hyper_output():
     assert torch.all(channel(y, mu)[2] == 0.5)
 
 
+@pytest.mark.parametrize("min_step", [0.25, 1.0])
+def test_step_lower_bound_is_configurable(min_step):
+    y, mu, _ = _inputs()
+    adaptive = build_quantizer("adaptive", SHAPE[1], min_step=min_step).eval()
+    q_used = adaptive(y, mu, torch.full(SHAPE, -1.0))[2]
+    assert torch.equal(q_used, torch.full(SHAPE, min_step))
+    channel = build_quantizer("channel", SHAPE[1], min_step=min_step)
+    with torch.no_grad():
+        channel.step.fill_(-3.0)
+    assert torch.all(channel(y, mu)[2] == min_step)
+    with pytest.raises(ValueError, match="min_step must be > 0"):
+        build_quantizer("adaptive", SHAPE[1], min_step=0.0)
+
+
 def test_larger_step_gives_fewer_bits():
     y, mu, _ = _inputs()
     mu = torch.zeros_like(mu)
