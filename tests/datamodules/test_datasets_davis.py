@@ -1,31 +1,15 @@
 """DAVIS-2017 480p: ImageSets split files when present, every folder otherwise."""
 
-import inspect
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.davis import scan_davis
-from datamodules.video_datamodule import VideoDataModule
-
-
-def data_config(name: str, data_dir: Path):
-    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
-    repo = Path(__file__).resolve().parents[2]
-    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
-    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
-
-
-def check_datamodule_keys(config) -> None:
-    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
-    accepted = set(inspect.signature(VideoDataModule).parameters)
-    layout_keys = {"_target_", "root", "train_list", "test_list"}
-    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
+from tests.datamodules.dataset_helpers import check_datamodule_keys, data_config
 
 
 def write_sequence(root: Path, name: str, frames: int = 3) -> None:

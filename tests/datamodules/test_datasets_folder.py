@@ -1,32 +1,16 @@
 """Generic folders: paired sequence folders, clean only, degraded only, a single folder."""
 
-import inspect
 import shutil
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.datasets import MissingDataError
 from datamodules.datasets.folder import scan_folder
-from datamodules.video_datamodule import VideoDataModule
-
-
-def data_config(name: str, data_dir: Path):
-    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
-    repo = Path(__file__).resolve().parents[2]
-    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
-    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
-
-
-def check_datamodule_keys(config) -> None:
-    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
-    accepted = set(inspect.signature(VideoDataModule).parameters)
-    layout_keys = {"_target_", "root", "train_list", "test_list"}
-    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
+from tests.datamodules.dataset_helpers import check_datamodule_keys, data_config
 
 
 def write_frames(folder: Path, names: list[str], value: int = 0) -> None:

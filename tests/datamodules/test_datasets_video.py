@@ -1,6 +1,5 @@
 """Video files as sequences: degraded input, clean footage, or a degraded/clean pair."""
 
-import inspect
 from pathlib import Path
 
 import av
@@ -8,25 +7,10 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from datamodules.datasets import DatasetLayoutError
 from datamodules.datasets.video import scan_video
-from datamodules.video_datamodule import VideoDataModule
-
-
-def data_config(name: str, data_dir: Path):
-    """conf/data/<name>.yaml with paths.data_dir set, as the train config composes it."""
-    repo = Path(__file__).resolve().parents[2]
-    config = OmegaConf.load(repo / "conf" / "data" / f"{name}.yaml")
-    return OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "data": config}).data
-
-
-def check_datamodule_keys(config) -> None:
-    """Every key but the layout ones (read by the scanners) is a VideoDataModule argument."""
-    accepted = set(inspect.signature(VideoDataModule).parameters)
-    layout_keys = {"_target_", "root", "train_list", "test_list"}
-    assert set(config) - layout_keys <= accepted, set(config) - layout_keys - accepted
+from tests.datamodules.dataset_helpers import check_datamodule_keys, data_config
 
 
 def write_video(path: Path, count: int, height: int = 16, width: int = 24, shift: int = 0) -> None:
