@@ -31,8 +31,10 @@ __all__ = [
     "MissingDataError",
     "collect_sequences",
     "find_child",
+    "find_level_holding",
     "image_sequence",
     "require_dir",
+    "scan_paired_subfolders",
     "subfolders",
 ]
 
@@ -69,6 +71,25 @@ def subfolders(folder: Path) -> list[Path]:
     return natural_sorted(
         child for child in folder.iterdir() if child.is_dir() and not child.name.startswith(".")
     )
+
+
+def find_level_holding(
+    root: Path, split: str | None, holding: str, also_root_subfolders: bool = False
+) -> Path | None:
+    """The first folder holding a ``holding/`` subfolder among ``root/<split>``,
+    ``root/*/<split>``, ``root`` and (with ``also_root_subfolders``) ``root/*``; split and
+    folder names match case-insensitively. None when there is none."""
+    candidates: list[Path | None] = []
+    if split:
+        candidates.append(find_child(root, [split]))
+        candidates += [find_child(child, [split]) for child in subfolders(root)]
+    candidates.append(root)
+    if also_root_subfolders:
+        candidates += subfolders(root)
+    for candidate in candidates:
+        if candidate is not None and find_child(candidate, [holding]) is not None:
+            return candidate
+    return None
 
 
 def image_sequence(name: str, gt_dir: Path | None = None, lq_dir: Path | None = None) -> Sequence:
@@ -145,3 +166,56 @@ def collect_sequences(
             + (f" ({len(dropped)} dropped as bad)" if dropped else "")
         )
     return sequences
+
+
+def scan_paired_subfolders(
+    level: Path,
+    *,
+    lq_name: str,
+    gt_names: Iterable[str],
+    adjective: str,
+    item: str,
+    placeholder: str,
+    pair_key: str,
+    dataset: str,
+    root: Path,
+    min_len: int,
+    skip_bad: bool,
+) -> list[Sequence]:
+    """One degraded/clean pair per ``level/<lq_name>/<x>`` folder, with ``<gt>/<x>`` where
+    ``<gt>`` is the first of ``gt_names`` present in ``level`` (see ``collect_sequences``).
+
+    The words name the layout in errors: ``{adjective} {item}`` for a degraded folder
+    (``rainy sequence``), ``{lq_name}/{placeholder}/`` for the expected folders
+    (``input/<id>/``), ``pair_key`` for what pairs them (``sequence id``).
+    """
+    gt_names = tuple(gt_names)
+    lq_root = find_child(level, [lq_name])
+    gt_root = find_child(level, gt_names)
+    if gt_root is None:
+        expected = " or ".join(f"{level}/{name}/" for name in gt_names)
+        raise MissingDataError(f"no clean-frame folder beside {lq_root}: expected {expected}")
+    lq_folders = subfolders(lq_root)
+    if not lq_folders:
+        raise MissingDataError(
+            f"no {item} folders in {lq_root} (expected {lq_name}/{placeholder}/)"
+        )
+
+    def builder(lq: Path) -> SequenceBuilder:
+        def build() -> Sequence:
+            gt = gt_root / lq.name
+            if not gt.is_dir():
+                raise MissingDataError(
+                    f"{adjective} {item} {lq} has no clean folder {gt} (pairs share the {pair_key})"
+                )
+            return image_sequence(lq.name, gt_dir=gt, lq_dir=lq)
+
+        return lq.name, build
+
+    return collect_sequences(
+        (builder(lq) for lq in lq_folders),
+        dataset=dataset,
+        root=root,
+        min_len=min_len,
+        skip_bad=skip_bad,
+    )

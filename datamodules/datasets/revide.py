@@ -18,11 +18,9 @@ from pathlib import Path
 
 from datamodules.datasets import (
     MissingDataError,
-    collect_sequences,
-    find_child,
-    image_sequence,
+    find_level_holding,
     require_dir,
-    subfolders,
+    scan_paired_subfolders,
 )
 from datamodules.sequence import Sequence
 
@@ -31,19 +29,14 @@ GT_FOLDER_NAMES = ("gt", "clear")
 
 def find_split_level(root: Path, split: str | None) -> Path:
     """The folder holding ``hazy/``: ``root/<split>``, ``root/*/<split>`` or ``root``."""
-    candidates: list[Path | None] = []
-    if split:
-        candidates.append(find_child(root, [split]))
-        candidates += [find_child(child, [split]) for child in subfolders(root)]
-    candidates.append(root)
-    for candidate in candidates:
-        if candidate is not None and find_child(candidate, ["hazy"]) is not None:
-            return candidate
-    raise MissingDataError(
-        f"no hazy/ folder for split {split!r} under REVIDE root {root} (expected "
-        f"{split or '<split>'}/hazy/<video>/ beside gt/<video>/ or clear/<video>/, split "
-        "folder Train/Test or train/test)"
-    )
+    level = find_level_holding(root, split, "hazy")
+    if level is None:
+        raise MissingDataError(
+            f"no hazy/ folder for split {split!r} under REVIDE root {root} (expected "
+            f"{split or '<split>'}/hazy/<video>/ beside gt/<video>/ or clear/<video>/, split "
+            "folder Train/Test or train/test)"
+        )
+    return level
 
 
 def scan_revide(
@@ -56,29 +49,14 @@ def scan_revide(
     case-insensitive; None when ``root`` holds ``hazy/`` directly)."""
     root = require_dir(root, "REVIDE root", "Train/ and Test/ folders with hazy/ and gt/")
     level = find_split_level(root, split)
-    hazy_root = find_child(level, ["hazy"])
-    gt_root = find_child(level, GT_FOLDER_NAMES)
-    if gt_root is None:
-        raise MissingDataError(
-            f"no clean-frame folder beside {hazy_root}: expected {level}/gt/ or {level}/clear/"
-        )
-    hazy_folders = subfolders(hazy_root)
-    if not hazy_folders:
-        raise MissingDataError(f"no video folders in {hazy_root} (expected hazy/<video>/)")
-
-    def builder(hazy: Path):
-        def build() -> Sequence:
-            gt = gt_root / hazy.name
-            if not gt.is_dir():
-                raise MissingDataError(
-                    f"hazy video {hazy} has no clean folder {gt} (pairs share the video name)"
-                )
-            return image_sequence(hazy.name, gt_dir=gt, lq_dir=hazy)
-
-        return hazy.name, build
-
-    return collect_sequences(
-        (builder(hazy) for hazy in hazy_folders),
+    return scan_paired_subfolders(
+        level,
+        lq_name="hazy",
+        gt_names=GT_FOLDER_NAMES,
+        adjective="hazy",
+        item="video",
+        placeholder="<video>",
+        pair_key="video name",
         dataset=f"REVIDE ({level.name})",
         root=root,
         min_len=min_len,
