@@ -18,21 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.clip_transforms import check_clip
-
-
-def _check_range(
-    name: str, value: tuple[float, float], low: float, high: float
-) -> tuple[float, float]:
-    a, b = (float(v) for v in value)
-    if not low <= a <= b <= high:
-        raise ValueError(
-            f"SyntheticHaze: {name} must satisfy {low} <= low <= high <= {high}, got {value!r}"
-        )
-    return a, b
-
-
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * torch.rand((), generator=generator).item()
+from datamodules.degradations.sampling import check_range, uniform
 
 
 class SyntheticHaze:
@@ -57,9 +43,12 @@ class SyntheticHaze:
         ramp_weight_range: tuple[float, float] = (0.3, 0.8),
         noise_grid: int = 4,
     ) -> None:
-        self.beta_range = _check_range("beta_range", beta_range, 0.0, math.inf)
-        self.airlight_range = _check_range("airlight_range", airlight_range, 0.0, 1.0)
-        self.ramp_weight_range = _check_range("ramp_weight_range", ramp_weight_range, 0.0, 1.0)
+        owner = "SyntheticHaze"  # named in the range errors
+        self.beta_range = check_range(owner, "beta_range", beta_range, 0.0, math.inf)
+        self.airlight_range = check_range(owner, "airlight_range", airlight_range, 0.0, 1.0)
+        self.ramp_weight_range = check_range(
+            owner, "ramp_weight_range", ramp_weight_range, 0.0, 1.0
+        )
         if not 0.0 <= float(airlight_tint) <= 0.5:
             raise ValueError(
                 f"SyntheticHaze: airlight_tint must be in [0, 0.5], got {airlight_tint!r}"
@@ -77,7 +66,7 @@ class SyntheticHaze:
 
     def draw_depth(self, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
         """Smooth relative depth (1, 1, H, W) in [0, 1]: random ramp mixed with smooth noise."""
-        angle = _uniform(generator, -math.pi / 4, math.pi / 4)  # ramp direction around "up"
+        angle = uniform(generator, -math.pi / 4, math.pi / 4)  # ramp direction around "up"
         ys = torch.linspace(-1.0, 1.0, height).view(height, 1)
         xs = torch.linspace(-1.0, 1.0, width).view(1, width)
         ramp = -ys * math.cos(angle) + xs * math.sin(angle)  # larger (farther) towards the top
@@ -87,13 +76,13 @@ class SyntheticHaze:
         noise = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)[
             0, 0
         ]
-        weight = _uniform(generator, *self.ramp_weight_range)
+        weight = uniform(generator, *self.ramp_weight_range)
         depth = weight * _normalise(ramp) + (1.0 - weight) * _normalise(noise)
         return depth.view(1, 1, height, width)
 
     def draw_airlight(self, generator: torch.Generator) -> torch.Tensor:
         """A (3,): a grey level plus a small per-channel tint, in [0, 1]."""
-        grey = _uniform(generator, *self.airlight_range)
+        grey = uniform(generator, *self.airlight_range)
         tint = (torch.rand(3, generator=generator) * 2.0 - 1.0) * self.airlight_tint
         return (grey + tint).clamp(0.0, 1.0)
 
@@ -103,7 +92,7 @@ class SyntheticHaze:
         check_clip(gt_clip, "SyntheticHaze input")
         height, width = gt_clip.shape[-2:]
         depth = self.draw_depth(height, width, generator)
-        beta = _uniform(generator, *self.beta_range)
+        beta = uniform(generator, *self.beta_range)
         airlight = self.draw_airlight(generator)
         transmission = torch.exp(-beta * depth).to(gt_clip)
         a = airlight.to(gt_clip).view(1, 3, 1, 1)

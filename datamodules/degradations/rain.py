@@ -23,21 +23,7 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d, get_motion_kernel2d
 
 from datamodules.clip_transforms import check_clip
-
-
-def _check_range(
-    name: str, value: tuple[float, float], low: float, high: float
-) -> tuple[float, float]:
-    a, b = (float(v) for v in value)
-    if not low <= a <= b <= high:
-        raise ValueError(
-            f"SyntheticRain: {name} must satisfy {low} <= low <= high <= {high}, got {value!r}"
-        )
-    return a, b
-
-
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * torch.rand((), generator=generator).item()
+from datamodules.degradations.sampling import check_range, uniform
 
 
 class SyntheticRain:
@@ -72,11 +58,12 @@ class SyntheticRain:
                 f"SyntheticRain: layers_range must satisfy 1 <= low <= high, got {layers_range!r}"
             )
         self.layers_range = (low, high)
-        self.angle_range = _check_range("angle_range", angle_range, -80.0, 80.0)
-        self.density_range = _check_range("density_range", density_range, 0.0, 1.0)
-        self.length_range = _check_range("length_range", length_range, 1.0, math.inf)
-        self.speed_range = _check_range("speed_range", speed_range, 0.0, math.inf)
-        self.intensity_range = _check_range("intensity_range", intensity_range, 0.0, 1.0)
+        owner = "SyntheticRain"  # named in the range errors
+        self.angle_range = check_range(owner, "angle_range", angle_range, -80.0, 80.0)
+        self.density_range = check_range(owner, "density_range", density_range, 0.0, 1.0)
+        self.length_range = check_range(owner, "length_range", length_range, 1.0, math.inf)
+        self.speed_range = check_range(owner, "speed_range", speed_range, 0.0, math.inf)
+        self.intensity_range = check_range(owner, "intensity_range", intensity_range, 0.0, 1.0)
         if float(width_sigma) <= 0:
             raise ValueError(f"SyntheticRain: width_sigma must be > 0, got {width_sigma!r}")
         self.width_sigma = float(width_sigma)
@@ -120,16 +107,16 @@ class SyntheticRain:
     ) -> tuple[torch.Tensor, dict]:
         check_clip(gt_clip, "SyntheticRain input")
         frames, _, height, width = gt_clip.shape
-        angle = _uniform(generator, *self.angle_range)
+        angle = uniform(generator, *self.angle_range)
         low, high = self.layers_range
         num_layers = low + int(torch.randint(high - low + 1, (), generator=generator))
         clear = torch.ones(frames, 1, height, width)  # Π(1 − layer_i)
         velocities = []
         for _ in range(num_layers):
-            density = _uniform(generator, *self.density_range)
-            length = max(3, 2 * round(_uniform(generator, *self.length_range) / 2) + 1)
-            speed = _uniform(generator, *self.speed_range)
-            intensity = _uniform(generator, *self.intensity_range)
+            density = uniform(generator, *self.density_range)
+            length = max(3, 2 * round(uniform(generator, *self.length_range) / 2) + 1)
+            speed = uniform(generator, *self.speed_range)
+            intensity = uniform(generator, *self.intensity_range)
             vx = round(speed * math.sin(math.radians(angle)))
             vy = round(speed * math.cos(math.radians(angle)))
             margin = length // 2 + 2 * math.ceil(self.width_sigma) + 1
