@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_modules.stages.squeeze_excite import squeeze_excite_gate
+
 
 def _check_inputs(current: torch.Tensor, temporal: list[torch.Tensor], channels: int, n: int):
     """Raise one clear error when ``current``/``temporal`` do not match the module's shape."""
@@ -50,14 +52,7 @@ class TemporalAttentionFusion(nn.Module):
         self.num_temporal = num_temporal
         total = channels * (1 + num_temporal)
         self.spatial_gate = nn.Conv2d(total, num_temporal, 3, padding=1)
-        hidden = max(total // reduction, 4)
-        self.channel_gate = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(total, hidden, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, total, 1),
-            nn.Sigmoid(),
-        )
+        self.channel_gate = squeeze_excite_gate(total, reduction)
         self.project = nn.Conv2d(total, channels, 1)
 
     def gate(self, current: torch.Tensor, temporal: list[torch.Tensor]) -> torch.Tensor:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_modules.stages.squeeze_excite import squeeze_excite_gate
+
 
 def _activation() -> nn.Module:
     return nn.LeakyReLU(0.1)
@@ -37,14 +39,7 @@ class ChannelAttentionBlock(nn.Module):
             _activation(),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
-        hidden = max(channels // reduction, 4)
-        self.excite = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, hidden, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1),
-            nn.Sigmoid(),
-        )
+        self.excite = squeeze_excite_gate(channels, reduction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.body(x)
