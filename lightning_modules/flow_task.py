@@ -24,9 +24,8 @@ from torchmetrics import MeanMetric
 
 from lightning_modules.losses import census_loss, charbonnier, edge_aware_smoothness
 from lightning_modules.lr_schedules import (
-    SCHEDULER_INTERVALS,
-    build_scheduler,
-    lightning_optimizer_config,
+    check_optimizer_arguments,
+    configure_optimizer_and_scheduler,
 )
 from lightning_modules.restoration_task import first_sample_on_cpu
 from lightning_modules.stages.warp import flow_warp
@@ -98,16 +97,7 @@ class FlowPretrainTask(pl.LightningModule):
             raise ValueError(f"FlowPretrainTask: smooth_weight must be >= 0, got {smooth_weight}")
         if edge_alpha < 0:
             raise ValueError(f"FlowPretrainTask: edge_alpha must be >= 0, got {edge_alpha}")
-        if scheduler_interval not in SCHEDULER_INTERVALS:
-            raise ValueError(
-                f"FlowPretrainTask: scheduler_interval must be one of "
-                f"{SCHEDULER_INTERVALS}, got {scheduler_interval!r}"
-            )
-        if not callable(optimizer):
-            raise TypeError(
-                "FlowPretrainTask: optimizer must be a callable params -> Optimizer, "
-                f"got {type(optimizer).__name__}"
-            )
+        check_optimizer_arguments("FlowPretrainTask", optimizer, scheduler_interval)
         # Partials stay out of the checkpoint (see RestorationTask: weights_only loading).
         self.save_hyperparameters(ignore=["flow", "optimizer", "scheduler"])
         self.flow = flow
@@ -224,12 +214,9 @@ class FlowPretrainTask(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory([p for p in self.flow.parameters() if p.requires_grad])
-        scheduler = None
-        if self.scheduler_factory is not None:
-            scheduler = build_scheduler(
-                self.scheduler_factory, optimizer, self.trainer.estimated_stepping_batches
-            )
-        return lightning_optimizer_config(optimizer, scheduler, self.hparams.scheduler_interval)
+        return configure_optimizer_and_scheduler(
+            optimizer, self.scheduler_factory, self.trainer, self.hparams.scheduler_interval
+        )
 
     def save_flow_weights(self, path: str | Path) -> Path:
         """Write the flow module's state dict (keys without the ``flow.`` prefix) to ``path``."""

@@ -79,6 +79,21 @@ def build_scheduler(
     return factory(optimizer)
 
 
+def check_optimizer_arguments(owner: str, optimizer: Any, scheduler_interval: str) -> None:
+    """Raise one clear error, naming the ``owner`` task, when ``optimizer`` is not a callable
+    ``params -> Optimizer`` or ``scheduler_interval`` is not one of :data:`SCHEDULER_INTERVALS`."""
+    if scheduler_interval not in SCHEDULER_INTERVALS:
+        raise ValueError(
+            f"{owner}: scheduler_interval must be one of "
+            f"{SCHEDULER_INTERVALS}, got {scheduler_interval!r}"
+        )
+    if not callable(optimizer):
+        raise TypeError(
+            f"{owner}: optimizer must be a callable params -> Optimizer "
+            f"(a Hydra `_partial_: true` target), got {type(optimizer).__name__}"
+        )
+
+
 def lightning_optimizer_config(
     optimizer: torch.optim.Optimizer,
     scheduler: Any | None,
@@ -100,3 +115,20 @@ def lightning_optimizer_config(
     if monitor is not None:
         config["monitor"] = monitor
     return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def configure_optimizer_and_scheduler(
+    optimizer: torch.optim.Optimizer,
+    scheduler_factory: Callable[..., Any] | None,
+    trainer: Any,
+    interval: str = "step",
+) -> dict[str, Any]:
+    """``configure_optimizers``' return for ``optimizer`` and an optional scheduler partial,
+    built by :func:`build_scheduler` with ``trainer.estimated_stepping_batches`` as its
+    ``total_steps`` (read only when there is a scheduler)."""
+    scheduler = None
+    if scheduler_factory is not None:
+        scheduler = build_scheduler(
+            scheduler_factory, optimizer, trainer.estimated_stepping_batches
+        )
+    return lightning_optimizer_config(optimizer, scheduler, interval)

@@ -21,9 +21,8 @@ from torch import nn
 
 from lightning_modules.losses import charbonnier
 from lightning_modules.lr_schedules import (
-    SCHEDULER_INTERVALS,
-    build_scheduler,
-    lightning_optimizer_config,
+    check_optimizer_arguments,
+    configure_optimizer_and_scheduler,
 )
 from lightning_modules.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr_ssim
 
@@ -96,16 +95,7 @@ class RestorationTask(pl.LightningModule):
                 f"RestorationTask: metric_space must be one of {METRIC_SPACES}, got "
                 f"{metric_space!r}"
             )
-        if scheduler_interval not in SCHEDULER_INTERVALS:
-            raise ValueError(
-                f"RestorationTask: scheduler_interval must be one of "
-                f"{SCHEDULER_INTERVALS}, got {scheduler_interval!r}"
-            )
-        if not callable(optimizer):
-            raise TypeError(
-                "RestorationTask: optimizer must be a callable params -> Optimizer "
-                f"(a Hydra `_partial_: true` target), got {type(optimizer).__name__}"
-            )
+        check_optimizer_arguments("RestorationTask", optimizer, scheduler_interval)
         # The optimizer/scheduler partials stay out of the checkpoint's hyper_parameters: a
         # functools.partial there makes torch.load(weights_only=True), the default of torch >= 2.6
         # used by Trainer(ckpt_path=...), refuse the checkpoint. The resolved Hydra config
@@ -231,12 +221,9 @@ class RestorationTask(pl.LightningModule):
             optimizer.param_groups[1]["lr"] = (
                 optimizer.param_groups[0]["lr"] * self.hparams.flow_lr_scale
             )
-        scheduler = None
-        if self.scheduler_factory is not None:
-            scheduler = build_scheduler(
-                self.scheduler_factory, optimizer, self.trainer.estimated_stepping_batches
-            )
-        return lightning_optimizer_config(optimizer, scheduler, self.hparams.scheduler_interval)
+        return configure_optimizer_and_scheduler(
+            optimizer, self.scheduler_factory, self.trainer, self.hparams.scheduler_interval
+        )
 
     # ------------------------------------------------------------------ validation and test
     def _evaluate(

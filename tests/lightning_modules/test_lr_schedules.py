@@ -8,6 +8,8 @@ import torch
 
 from lightning_modules.lr_schedules import (
     build_scheduler,
+    check_optimizer_arguments,
+    configure_optimizer_and_scheduler,
     lightning_optimizer_config,
     warmup_cosine,
 )
@@ -60,3 +62,32 @@ def test_schedule_errors_and_lightning_config():
     assert config["lr_scheduler"]["interval"] == "epoch"
     with pytest.raises(ValueError, match="scheduler_interval"):
         lightning_optimizer_config(opt, "sched", interval="batch")
+
+
+def test_task_argument_checks_name_the_owner():
+    sgd = functools.partial(torch.optim.SGD, lr=0.1)
+    check_optimizer_arguments("SomeTask", sgd, "epoch")  # valid: no error
+    with pytest.raises(ValueError, match=r"SomeTask: scheduler_interval must be one of"):
+        check_optimizer_arguments("SomeTask", sgd, "batch")
+    with pytest.raises(TypeError, match=r"SomeTask: optimizer must be a callable.*got str"):
+        check_optimizer_arguments("SomeTask", "adam", "step")
+
+
+def test_configure_reads_trainer_steps_only_with_a_scheduler():
+    class Trainer:
+        reads = 0
+
+        @property
+        def estimated_stepping_batches(self) -> int:
+            Trainer.reads += 1
+            return 10
+
+    opt = _optimizer()
+    assert configure_optimizer_and_scheduler(opt, None, Trainer()) == {"optimizer": opt}
+    assert Trainer.reads == 0
+    bound = functools.partial(warmup_cosine, warmup_steps=0)
+    config = configure_optimizer_and_scheduler(opt, bound, Trainer(), interval="epoch")
+    assert Trainer.reads == 1
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    lrs = _lrs(opt, config["lr_scheduler"]["scheduler"], 11)
+    assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.0)  # total_steps = 10
