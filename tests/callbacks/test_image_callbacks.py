@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -16,17 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 from callbacks import CodecMaps, FlowViews, RestorationStrips
 from lightning_modules.flow_task import FlowPretrainTask
 from lightning_modules.restoration_task import RestorationTask
+from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 H, W, T = 16, 24, 3
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @dataclass
@@ -94,19 +85,14 @@ class Clips(Dataset):
 def _fit(tmp_path, module, callbacks, max_epochs=1):
     csv = CSVLogger(tmp_path, name="csv")
     tensorboard = TensorBoardLogger(tmp_path, name="tb")
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
+    trainer = tiny_trainer(
+        tmp_path,
         max_epochs=max_epochs,
         limit_train_batches=1,
         limit_val_batches=2,
         num_sanity_val_steps=1,
         logger=[csv, tensorboard],
         callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     loader = DataLoader(Clips(), batch_size=1)
     trainer.fit(module, loader, loader)

@@ -8,7 +8,6 @@ import functools
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from skimage import data
 from torch import nn
@@ -19,17 +18,9 @@ from lightning_modules.flow_task import (
     flow_state_dict_from_checkpoint,
     in_bounds_mask,
 )
+from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 SHIFT = 2  # pixels per frame: frame_t(p) = frame_{t-1}(p + (SHIFT, 0)), backward flow = +SHIFT
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TranslationFlow(nn.Module):
@@ -69,20 +60,6 @@ class MovingCrop(Dataset):
         }
 
 
-def _trainer(tmp_path, **kwargs):
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
-
-
 @pytest.mark.parametrize("photometric", ["charbonnier", "census"])
 def test_training_recovers_the_shift_and_lowers_the_photometric_error(tmp_path, photometric):
     torch.manual_seed(0)
@@ -93,7 +70,7 @@ def test_training_recovers_the_shift_and_lowers_the_photometric_error(tmp_path, 
         smooth_weight=0.1,
     )
     loader = DataLoader(MovingCrop(), batch_size=1)
-    trainer = _trainer(tmp_path, max_steps=30, limit_val_batches=1)
+    trainer = tiny_trainer(tmp_path, max_steps=30, limit_val_batches=1)
     trainer.validate(task, loader, verbose=False)
     before = trainer.callback_metrics["val/warp_photometric"].item()
     assert trainer.callback_metrics["val/photometric_ratio"].item() == pytest.approx(1.0)
@@ -134,7 +111,7 @@ def test_flow_weights_export_loads_into_a_fresh_module(tmp_path):
     fresh.load_state_dict(torch.load(path, weights_only=True))
     assert fresh.translation.tolist() == [1.5, 1.5]
 
-    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(task, DataLoader(MovingCrop(), batch_size=1))
     trainer.save_checkpoint(tmp_path / "flow.ckpt")
     state = flow_state_dict_from_checkpoint(tmp_path / "flow.ckpt")
@@ -158,7 +135,7 @@ def test_exported_weights_load_into_spynet(tmp_path):
     torch.manual_seed(0)
     task = FlowPretrainTask(SpyNet(num_levels=3), functools.partial(torch.optim.Adam, lr=1e-3))
     frames = MovingCrop().clip
-    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(task, DataLoader(MovingCrop(), batch_size=1))
     path = task.save_flow_weights(tmp_path / "spynet_pretrained.pth")
     fresh = SpyNet(num_levels=3, pretrained=str(path))

@@ -16,15 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_modules.lr_schedules import warmup_cosine
 from lightning_modules.metrics import frame_psnr_ssim
 from lightning_modules.restoration_task import RestorationTask
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 
 @dataclass
@@ -126,21 +118,6 @@ class ClipSet(Dataset):
         return item
 
 
-def _trainer(tmp_path, **kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
-
-
 def _adam(lr=1e-2):
     return functools.partial(torch.optim.Adam, lr=lr)
 
@@ -150,7 +127,7 @@ def test_loss_is_distortion_plus_rate_weight_times_bpp(tmp_path):
     data = ClipSet(count=2, sigma=0.0)
     data.lq = data.gt + 0.3  # Charbonnier = sqrt(0.3² + ε²) exactly
     task = RestorationTask(FixedOutputNet(), _adam(), rate_weight=0.1, charbonnier_eps=0.01)
-    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(task, DataLoader(data, batch_size=2))
     metrics = trainer.callback_metrics
     distortion = (0.3**2 + 0.01**2) ** 0.5
@@ -167,7 +144,7 @@ def test_rate_weight_ramps_linearly_from_zero(tmp_path):
     assert [task.rate_weight_at(s) for s in (0, 1, 2, 4, 10)] == pytest.approx(
         [0.0, 0.05, 0.1, 0.2, 0.2]
     )
-    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    trainer = tiny_trainer(tmp_path, max_steps=3, limit_val_batches=0)
     trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
     metrics = trainer.callback_metrics  # logged at global step 2
     assert metrics["train/rate_weight"].item() == pytest.approx(0.1)
@@ -180,7 +157,7 @@ def test_rate_weight_ramps_linearly_from_zero(tmp_path):
 def test_noise_level_comes_from_batch_sigma(tmp_path):
     net = StandInNet()
     task = RestorationTask(net, _adam())
-    _trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(
+    tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(
         task, DataLoader(ClipSet(count=2, sigma=30 / 255), batch_size=2)
     )
     assert torch.allclose(net.seen_noise_levels[0], torch.full((2,), 30 / 255))
@@ -205,7 +182,7 @@ def test_flow_has_own_scaled_param_group_and_is_frozen_first(tmp_path):
         net, _adam(1e-2), scheduler=scheduler, flow_lr_scale=0.25, freeze_flow_steps=2
     )
     snapshots = _Snapshots()
-    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[snapshots])
+    trainer = tiny_trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[snapshots])
     trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
 
     groups = trainer.optimizers[0].param_groups
@@ -231,7 +208,7 @@ def test_overfits_a_fixed_tiny_batch(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, *args):
             losses.append(float(outputs["loss"]))
 
-    trainer = _trainer(tmp_path, max_steps=40, limit_val_batches=0, callbacks=[Record()])
+    trainer = tiny_trainer(tmp_path, max_steps=40, limit_val_batches=0, callbacks=[Record()])
     trainer.fit(task, DataLoader(ClipSet(count=2), batch_size=2))
     assert len(losses) == 40
     assert losses[-1] < 0.5 * losses[0]
@@ -240,7 +217,7 @@ def test_overfits_a_fixed_tiny_batch(tmp_path):
 def test_validation_logs_and_visuals_only_on_request(tmp_path):
     torch.manual_seed(0)
     task = RestorationTask(StandInNet(), _adam())
-    trainer = _trainer(tmp_path, max_steps=1)
+    trainer = tiny_trainer(tmp_path, max_steps=1)
     data = DataLoader(ClipSet(count=2), batch_size=1)
     trainer.validate(task, data, verbose=False)
     for key in ("loss", "distortion", "bpp", "bpp_y", "bpp_z", "psnr", "ssim"):
@@ -260,7 +237,7 @@ def test_test_records_per_clip(tmp_path):
     torch.manual_seed(0)
     task = RestorationTask(StandInNet(), _adam(), metric_space="y", crop_border=1)
     data = ClipSet(count=3, sigma=30 / 255)
-    trainer = _trainer(tmp_path)
+    trainer = tiny_trainer(tmp_path)
     trainer.test(task, DataLoader(data, batch_size=1), verbose=False)
     records = task.test_records
     assert [r["name"] for r in records] == ["seq0", "seq1", "seq2"]
@@ -279,13 +256,13 @@ def test_test_records_per_clip(tmp_path):
 
 def test_sets_without_gt_evaluate_rate_only_and_cannot_train(tmp_path):
     task = RestorationTask(StandInNet(), _adam())
-    trainer = _trainer(tmp_path)
+    trainer = tiny_trainer(tmp_path)
     trainer.test(task, DataLoader(ClipSet(count=1, with_gt=False), batch_size=1), verbose=False)
     assert "test/psnr" not in trainer.callback_metrics
     assert torch.isfinite(trainer.callback_metrics["test/bpp"])
     assert task.test_records[0]["psnr"] != task.test_records[0]["psnr"]  # NaN
     with pytest.raises(KeyError, match="'gt'"):
-        _trainer(tmp_path, max_steps=1).fit(
+        tiny_trainer(tmp_path, max_steps=1).fit(
             task, DataLoader(ClipSet(count=1, with_gt=False), batch_size=1)
         )
 
@@ -310,7 +287,7 @@ def test_bad_arguments_and_batches():
 
 def test_checkpoint_reloads_with_weights_only(tmp_path):
     task = RestorationTask(StandInNet(), _adam(), rate_weight=0.05)
-    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)
@@ -333,11 +310,11 @@ def test_real_network_trains_and_gives_codec_maps(tmp_path):
             losses.append(float(outputs["loss"]))
 
     data = ClipSet(count=2, frames=2, size=32)
-    trainer = _trainer(tmp_path, max_steps=8, limit_val_batches=0, callbacks=[Record()])
+    trainer = tiny_trainer(tmp_path, max_steps=8, limit_val_batches=0, callbacks=[Record()])
     trainer.fit(task, DataLoader(data, batch_size=2))
     assert losses[-1] < losses[0]
     task.request_visuals(maps=True)
-    evaluator = _trainer(tmp_path)
+    evaluator = tiny_trainer(tmp_path)
     evaluator.validate(task, DataLoader(data, batch_size=1), verbose=False)
     val_bpp = evaluator.callback_metrics["val/bpp"]
     assert torch.isfinite(val_bpp) and val_bpp > 0
@@ -359,7 +336,7 @@ def test_validation_metrics_are_synced_across_two_processes(tmp_path):
     data.lq = data.gt + 0.1 * torch.arange(1, 5).view(4, 1, 1, 1, 1) * torch.randn(data.gt.shape)
     items = [{"lq": data.lq[i], "gt": data.gt[i], "name": f"c{i}"} for i in range(4)]
     task = RestorationTask(net, _adam())
-    trainer = _trainer(tmp_path, devices=2, strategy="ddp_spawn")
+    trainer = tiny_trainer(tmp_path, devices=2, strategy="ddp_spawn")
     trainer.validate(task, DataLoader(items, batch_size=1), verbose=False)
     with torch.no_grad():
         psnr, _ = frame_psnr_ssim(net(data.lq).restored, data.gt)
