@@ -131,9 +131,11 @@ def register_resolvers() -> None:
     - ``${eq:a,b}``: a == b (e.g. the noise-map input follows ``data.task == denoise``);
     - ``${int:x}``: int(x) (booleans to 0/1 channel counts);
     - ``${channel_pyramid:N}``: [N/4, N/2, N];
-    - ``${wandb_offline:}``: offline unless the user is logged in or set WANDB_MODE=online.
+    - ``${wandb_offline:}``: offline unless the user is logged in or set WANDB_MODE=online;
+    - ``${task_of:degradation}``: the task a synthetic degradation makes (noise -> denoise, ...).
     """
     resolvers = {
+        "task_of": _task_of,
         "eq": lambda a, b: a == b,
         "int": lambda x: int(x),
         # a ListConfig, not a list: OmegaConf.resolve() cannot store a plain list in a value node
@@ -145,6 +147,17 @@ def register_resolvers() -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _task_of(degradation: str) -> str:
+    from datamodules.video_datamodule import TASK_OF_DEGRADATION
+
+    if degradation not in TASK_OF_DEGRADATION:
+        raise ValueError(
+            f"data.degradation={degradation!r} implies no task; set data.task to one of "
+            f"denoise, derain, dehaze"
+        )
+    return TASK_OF_DEGRADATION[degradation]
+
+
 def _did_you_mean(key: str, candidates) -> str:
     match = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""

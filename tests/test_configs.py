@@ -120,8 +120,12 @@ def test_shared_channels_and_switches_reach_the_stages(hydra_ctx):
 def test_noise_input_follows_the_data_task(hydra_ctx):
     denoise = compose_config("train", [])
     assert denoise.model.noise_channel is True and denoise.model.restoration.extra_channels == 1
-    derain = compose_config("train", ["data.task=derain", "data.degradation=rain"])
+    derain = compose_config("train", ["data.degradation=rain"])  # the task follows
+    assert derain.data.task == "derain"
     assert derain.model.noise_channel is False and derain.model.restoration.extra_channels == 0
+    assert compose_config("train", ["data.degradation=haze"]).data.task == "dehaze"
+    with pytest.raises(Exception, match="implies no task; set data.task"):
+        compose_config("train", ["data.degradation=none"]).data.task  # noqa: B018
     assert compose_config("train", ["data=nturain"]).model.task.metric_space == "y"
 
 

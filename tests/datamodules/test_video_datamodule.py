@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from datamodules.sample import scan_sample
 from datamodules.video_datamodule import VideoDataModule
+from lightning_modules.config_schema import register_resolvers
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data" / "sample.yaml"
 KEYS = {"lq", "gt", "sigma", "name", "frame_idx"}
@@ -105,11 +106,12 @@ def test_bad_configuration_errors():
 
 
 def test_sample_yaml_instantiates_and_switches_degradation():
+    register_resolvers()  # the task follows the degradation through ${task_of:...}
     cfg = OmegaConf.load(CONF)
     for split in ("train_sequences", "val_sequences", "test_sequences"):
         cfg[split].num_frames = 4
     cfg.train_sequences.num_sequences = 2
-    cfg.merge_with_dotlist(["degradation=haze", "task=dehaze", "clip_len=3", "batch_size=2"])
+    cfg.merge_with_dotlist(["degradation=haze", "clip_len=3", "batch_size=2"])
     datamodule = hydra.utils.instantiate(cfg)
     assert isinstance(datamodule, VideoDataModule) and datamodule.task == "dehaze"
     datamodule.setup("fit")
