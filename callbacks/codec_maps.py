@@ -45,15 +45,19 @@ def viridis(values: torch.Tensor) -> torch.Tensor:
 def colorize_map(latent_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(C, h, w) latent map -> (3, H, W) colour image of its channel mean.
 
-    The mean is min-max normalised (non-finite values become 0 first; a constant map is shown at
-    the bottom of the scale), colour-mapped with ``viridis`` and upsampled with nearest
-    neighbours so each latent position stays a visible block.
+    The mean is normalised between its 2nd and 98th percentiles and clipped (robust to the odd
+    extreme position, which would otherwise flatten the rest of the map; non-finite values become
+    0 first; a constant map is shown at the bottom of the scale), colour-mapped with ``viridis``
+    and upsampled with nearest neighbours so each latent position stays a visible block.
     """
     if latent_map.dim() != 3:
         raise ValueError(f"colorize_map: expected a (C, h, w) map, got {tuple(latent_map.shape)}")
     mean = torch.nan_to_num(latent_map.float(), nan=0.0, posinf=0.0, neginf=0.0).mean(dim=0)
-    low, high = mean.min(), mean.max()
-    normalised = (mean - low) / (high - low) if high > low else torch.zeros_like(mean)
+    low, high = torch.quantile(mean.flatten(), torch.tensor([0.02, 0.98]))
+    if high > low:
+        normalised = ((mean - low) / (high - low)).clamp(0.0, 1.0)
+    else:
+        normalised = torch.zeros_like(mean)
     image = viridis(normalised)
     return F.interpolate(image.unsqueeze(0), size=size, mode="nearest").squeeze(0)
 
@@ -62,8 +66,8 @@ class CodecMaps(ScheduledImageCallback):
     """Every ``every_n_epochs`` validation epochs, log ``q``, ``mu``, ``sigma``, ``bits`` maps.
 
     Maps come from the first validation clip's frame ``frame_index`` (default: the last one,
-    whose temporal features are not the all-zero start state), are channel-averaged, min-max
-    normalised per map, colour-mapped and upsampled to the frame size. Nets without a codec
+    whose temporal features are not the all-zero start state), are channel-averaged, robustly
+    normalised per map (2nd-98th percentile), colour-mapped and upsampled to the frame size. Nets without a codec
     (no ``q`` in their maps) are skipped with a rank-zero info message.
     """
 

@@ -31,6 +31,15 @@ def test_colorize_map_upsamples_channel_mean_with_finite_values():
         colorize_map(torch.zeros(2, 2), (4, 4))
 
 
+def test_colorize_map_is_not_flattened_by_one_extreme_position():
+    latent = torch.linspace(0, 1, 100).reshape(1, 10, 10).clone()
+    latent[0, 0, 0] = 1e6  # one runaway latent position
+    image = colorize_map(latent, (10, 10))
+    # the ramp still spans the colour scale: its middle is mid-scale, not the bottom colour
+    assert torch.allclose(image[:, 5, 0], viridis(torch.tensor(0.5)), atol=0.05)
+    assert torch.allclose(image[:, 0, 0], viridis(torch.tensor(1.0)))
+
+
 def test_codec_maps_skip_nets_without_codec():
     visuals = {"lq": torch.zeros(2, 3, 8, 8), "maps": [{"flow": torch.zeros(2, 8, 8)}] * 2}
     assert CodecMaps().make_images(visuals) == {}
