@@ -67,8 +67,8 @@ class CodecMaps(ScheduledImageCallback):
 
     Maps come from the first validation clip's frame ``frame_index`` (default: the last one,
     whose temporal features are not the all-zero start state), are channel-averaged, robustly
-    normalised per map (2nd-98th percentile), colour-mapped and upsampled to the frame size. Nets without a codec
-    (no ``q`` in their maps) are skipped with a rank-zero info message.
+    normalised per map (2nd-98th percentile), colour-mapped and upsampled to the frame size.
+    Nets without a codec (no ``q`` in their maps) are skipped with a rank-zero info message.
     """
 
     key = "val/codec_maps"
