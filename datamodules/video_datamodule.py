@@ -50,6 +50,8 @@ class VideoDataModule(pl.LightningDataModule):
         task: "denoise" | "derain" | "dehaze"; None = derived from ``degradation``. A synthetic
             degradation must match it (noise: denoise, rain: derain, haze: dehaze).
         metric_space: "rgb" | "y", the evaluation convention of the dataset.
+        metric_edge_frames: frames at each end of a test sequence left out of its scores (the
+            dataset's convention, e.g. 2 for NTURain as S2VD reports; 0 scores every frame).
         degradation: "noise" | "rain" | "haze" | "none", synthesized on clean frames of
             sequences without provided degraded frames.
         degradation_kwargs: constructor arguments of the degradation (e.g. ``sigma_range``).
@@ -79,6 +81,7 @@ class VideoDataModule(pl.LightningDataModule):
         test_sequences: SequenceSource = None,
         task: str | None = None,
         metric_space: str = "rgb",
+        metric_edge_frames: int = 0,
         degradation: str = "noise",
         degradation_kwargs: dict | None = None,
         clip_len: int = 7,
@@ -150,6 +153,11 @@ class VideoDataModule(pl.LightningDataModule):
         self.sources = {"train": train_sequences, "val": val_sequences, "test": test_sequences}
         self.task = task
         self.metric_space = metric_space
+        if metric_edge_frames < 0:
+            raise ValueError(
+                f"VideoDataModule: metric_edge_frames must be >= 0, got {metric_edge_frames}"
+            )
+        self.metric_edge_frames = int(metric_edge_frames)
         self.degradation_name = degradation
         self.degradation_kwargs = dict(degradation_kwargs or {})
         self.degradation = build_degradation(degradation, **self.degradation_kwargs)

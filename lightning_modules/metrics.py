@@ -90,21 +90,27 @@ def frame_psnr_ssim(
 class ClipQualityMetrics(nn.Module):
     """Running averages of PSNR and SSIM over clips, synced across processes.
 
-    ``update(restored, target)`` measures every frame, averages per clip, adds one value per clip
-    to the ``psnr`` and ``ssim`` ``MeanMetric``s (so the epoch value is the mean over clips of
-    per-frame means) and returns the per-frame (B, T) values for per-clip records. Log the
+    ``update(restored, target)`` measures every frame, averages per clip over the scored frames
+    (all but ``edge_frames`` at each end of the clip), adds one value per clip to the ``psnr`` and
+    ``ssim`` ``MeanMetric``s (so the epoch value is the mean over clips of per-frame means) and
+    returns the per-frame (B, T) values of every frame for per-clip records. Log the
     ``psnr``/``ssim`` attributes with ``LightningModule.log`` so Lightning computes, syncs and
     resets them at epoch end.
     """
 
-    def __init__(self, metric_space: str = "rgb", crop_border: int = 0) -> None:
+    def __init__(
+        self, metric_space: str = "rgb", crop_border: int = 0, edge_frames: int = 0
+    ) -> None:
         super().__init__()
         if metric_space not in METRIC_SPACES:
             raise ValueError(f"metric_space must be one of {METRIC_SPACES}, got {metric_space!r}")
         if crop_border < 0:
             raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+        if edge_frames < 0:
+            raise ValueError(f"edge_frames must be >= 0, got {edge_frames}")
         self.metric_space = metric_space
         self.crop_border = crop_border
+        self.edge_frames = edge_frames
         self.psnr = MeanMetric()
         self.ssim = MeanMetric()
 
@@ -112,9 +118,19 @@ class ClipQualityMetrics(nn.Module):
         self, restored: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         psnr, ssim = frame_psnr_ssim(restored, target, self.metric_space, self.crop_border)
-        self.psnr.update(psnr.mean(dim=1))
-        self.ssim.update(ssim.mean(dim=1))
+        window = self.scored_frames(psnr.shape[1])
+        self.psnr.update(psnr[:, window].mean(dim=1))
+        self.ssim.update(ssim[:, window].mean(dim=1))
         return psnr, ssim
+
+    def scored_frames(self, num_frames: int) -> slice:
+        """The frames of a ``num_frames`` clip that count: all but ``edge_frames`` at each end."""
+        if num_frames <= 2 * self.edge_frames:
+            raise ValueError(
+                f"edge_frames={self.edge_frames} leaves no frame of a {num_frames}-frame clip to "
+                f"score; use clips longer than {2 * self.edge_frames} frames"
+            )
+        return slice(self.edge_frames, num_frames - self.edge_frames)
 
     def reset(self) -> None:
         self.psnr.reset()

@@ -58,6 +58,9 @@ class RestorationTask(pl.LightningModule):
         freeze_flow_steps: ``net.flow`` is not updated during the first N optimizer steps.
         metric_space: ``"rgb"`` or ``"y"`` (BT.601 studio-range luma) for PSNR/SSIM.
         crop_border: pixels dropped at each side of every frame before the metrics.
+        metric_edge_frames: frames left out of the TEST metrics at each end of every test clip
+            (S2VD's NTURain convention drops 2; with whole-sequence test clips, as the data
+            configs use, that is per sequence). Validation scores every frame.
         scheduler_interval: ``"step"`` or ``"epoch"``: when Lightning steps the scheduler.
     """
 
@@ -74,6 +77,7 @@ class RestorationTask(pl.LightningModule):
         metric_space: str = "rgb",
         crop_border: int = 0,
         scheduler_interval: str = "step",
+        metric_edge_frames: int = 0,
     ) -> None:
         super().__init__()
         bounds = {  # name: (value, smallest allowed, whether the bound itself is allowed)
@@ -83,6 +87,7 @@ class RestorationTask(pl.LightningModule):
             "flow_lr_scale": (flow_lr_scale, 0, True),
             "freeze_flow_steps": (freeze_flow_steps, 0, True),
             "crop_border": (crop_border, 0, True),
+            "metric_edge_frames": (metric_edge_frames, 0, True),
         }
         for name, (value, low, inclusive) in bounds.items():
             if value < low or (value == low and not inclusive):
@@ -105,7 +110,7 @@ class RestorationTask(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_metrics = ClipQualityMetrics(metric_space, crop_border)
-        self.test_metrics = ClipQualityMetrics(metric_space, crop_border)
+        self.test_metrics = ClipQualityMetrics(metric_space, crop_border, metric_edge_frames)
         self.test_records: list[dict[str, Any]] = []
         self.last_visuals: dict[str, Any] | None = None
         self._visuals_wanted = False
@@ -310,9 +315,10 @@ class RestorationTask(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Log test metrics and append one record per clip to ``test_records``.
 
-        Record keys: ``name``, ``sigma`` (σ·255 rounded, int), ``psnr``/``ssim`` (clip means of
-        the per-frame values; NaN without ``gt``), ``psnr_per_frame``/``ssim_per_frame``,
-        ``frame_idx``, ``num_frames`` and ``bpp``. The net reports one bpp per batch, so
+        Record keys: ``name``, ``sigma`` (σ·255 rounded, int), ``psnr``/``ssim`` (means of the
+        per-frame values over the scored frames, see ``metric_edge_frames``; NaN without ``gt``),
+        ``num_frames`` (frames scored), ``psnr_per_frame``/``ssim_per_frame`` and ``frame_idx``
+        (every frame of the clip) and ``bpp``. The net reports one bpp per batch, so
         ``bpp`` is per clip only with test batch size 1 (as eval uses). Sequences split into
         several clips are averaged per frame by grouping records on ``name``.
         """
@@ -327,6 +333,8 @@ class RestorationTask(pl.LightningModule):
         frame_idx = batch.get("frame_idx")
         bpp = float(_as_scalar(out.bpp, out.restored))
         nan_frames = [math.nan] * num_frames
+        scored = self.test_metrics.scored_frames(num_frames)
+        num_scored = scored.stop - scored.start
         for i in range(batch_size):
             psnr_frames = psnr[i].tolist() if psnr is not None else nan_frames
             ssim_frames = ssim[i].tolist() if ssim is not None else nan_frames
@@ -334,10 +342,10 @@ class RestorationTask(pl.LightningModule):
                 {
                     "name": names[i],
                     "sigma": int(round(float(sigma[i]) * 255)),
-                    "psnr": sum(psnr_frames) / num_frames,
-                    "ssim": sum(ssim_frames) / num_frames,
+                    "psnr": sum(psnr_frames[scored]) / num_scored,
+                    "ssim": sum(ssim_frames[scored]) / num_scored,
                     "bpp": bpp,
-                    "num_frames": int(num_frames),
+                    "num_frames": int(num_scored),
                     "psnr_per_frame": psnr_frames,
                     "ssim_per_frame": ssim_frames,
                     "frame_idx": (

@@ -126,7 +126,9 @@ def test_noise_input_follows_the_data_task(hydra_ctx):
     assert compose_config("train", ["data.degradation=haze"]).data.task == "dehaze"
     with pytest.raises(Exception, match="implies no task; set data.task"):
         compose_config("train", ["data.degradation=none"]).data.task  # noqa: B018
-    assert compose_config("train", ["data=nturain"]).model.task.metric_space == "y"
+    nturain = compose_config("train", ["data=nturain"]).model.task
+    assert nturain.metric_space == "y" and nturain.metric_edge_frames == 2
+    assert compose_config("train", []).model.task.metric_edge_frames == 0
 
 
 def test_optimized_metric_follows_the_model(hydra_ctx):

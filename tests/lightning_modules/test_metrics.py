@@ -80,6 +80,21 @@ def test_clip_metrics_average_per_frame_then_per_clip():
     assert metrics.psnr.compute().item() == pytest.approx(20.0, abs=1e-3)
 
 
+def test_edge_frames_are_left_out_of_the_clip_score():
+    target = torch.full((1, 5, 3, 12, 12), 0.5)
+    errors = torch.tensor([0.1, 0.01, 0.001, 0.01, 0.1])  # 20, 40, 60, 40, 20 dB
+    restored = target + errors.view(1, 5, 1, 1, 1)
+    metrics = ClipQualityMetrics(edge_frames=1)
+    psnr, _ = metrics.update(restored, target)
+    assert psnr.shape == (1, 5)  # every frame is still measured
+    assert metrics.psnr.compute().item() == pytest.approx((40 + 60 + 40) / 3, abs=1e-3)
+    assert metrics.scored_frames(5) == slice(1, 4)
+    with pytest.raises(ValueError, match="edge_frames=3 leaves no frame of a 5-frame clip"):
+        ClipQualityMetrics(edge_frames=3).update(restored, target)
+    with pytest.raises(ValueError, match="edge_frames must be >= 0"):
+        ClipQualityMetrics(edge_frames=-1)
+
+
 def test_frame_metrics_reject_mismatched_clips():
     with pytest.raises(ValueError, match="same shape"):
         frame_psnr_ssim(torch.zeros(1, 2, 3, 12, 12), torch.zeros(1, 3, 3, 12, 12))

@@ -254,6 +254,20 @@ def test_test_records_per_clip(tmp_path):
     assert records[0]["bpp"] == pytest.approx(trainer.callback_metrics["test/bpp"].item())
 
 
+def test_test_records_leave_out_edge_frames(tmp_path):
+    """NTURain-style scoring: frames [k:T-k] of each test clip count, every frame is kept."""
+    torch.manual_seed(0)
+    task = RestorationTask(StandInNet(), _adam(), metric_edge_frames=1)
+    data = ClipSet(count=2, frames=4, sigma=30 / 255)
+    trainer = tiny_trainer(tmp_path)
+    trainer.test(task, DataLoader(data, batch_size=1), verbose=False)
+    record = task.test_records[0]
+    assert record["num_frames"] == 2 and len(record["psnr_per_frame"]) == 4
+    assert record["psnr"] == pytest.approx(sum(record["psnr_per_frame"][1:3]) / 2, rel=1e-6)
+    mean_psnr = sum(r["psnr"] for r in task.test_records) / 2
+    assert trainer.callback_metrics["test/psnr"].item() == pytest.approx(mean_psnr, rel=1e-5)
+
+
 def test_sets_without_gt_evaluate_rate_only_and_cannot_train(tmp_path):
     task = RestorationTask(StandInNet(), _adam())
     trainer = tiny_trainer(tmp_path)
