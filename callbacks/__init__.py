@@ -4,5 +4,6 @@ from callbacks.codec_maps import CodecMaps
 from callbacks.flow_views import FlowViews
 from callbacks.image_logging import log_images
 from callbacks.restoration_strips import RestorationStrips
+from callbacks.temporal_gain import TemporalGain
 
-__all__ = ["CodecMaps", "FlowViews", "RestorationStrips", "log_images"]
+__all__ = ["CodecMaps", "FlowViews", "RestorationStrips", "TemporalGain", "log_images"]
