@@ -1,7 +1,6 @@
 """The image callbacks in a real (tiny) Lightning run: PNGs from CSVLogger, TensorBoard events."""
 
 import functools
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 from callbacks import CodecMaps, FlowViews, RestorationStrips
 from lightning_modules.flow_task import FlowPretrainTask
 from lightning_modules.restoration_task import RestorationTask
+from lightning_modules.stages.network import NetworkOutput
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 H, W, T = 16, 24, 3
-
-
-@dataclass
-class Output:
-    restored: torch.Tensor
-    bpp: torch.Tensor
-    bpp_y: torch.Tensor
-    bpp_z: torch.Tensor
-    maps: list = field(default_factory=list)
 
 
 class TinyNet(nn.Module):
@@ -61,7 +52,8 @@ class TinyNet(nn.Module):
                         bits=latent.abs() * 4,
                     )
                 maps.append(frame_maps)
-        return Output(restored, bpp, bpp, bpp * 0, maps)
+        zero = bpp * 0
+        return NetworkOutput(restored, zero, zero, bpp, bpp, zero, maps)
 
 
 class Clips(Dataset):

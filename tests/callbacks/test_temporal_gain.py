@@ -1,7 +1,6 @@
 """TemporalGain: recurrent minus zero-state PSNR, known answers with stand-in nets."""
 
 import functools
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -11,15 +10,8 @@ from torch.utils.data import DataLoader, Dataset
 from callbacks import TemporalGain
 from lightning_modules.metrics import frame_psnr_ssim
 from lightning_modules.restoration_task import RestorationTask
+from lightning_modules.stages.network import NetworkOutput
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
-
-
-@dataclass
-class Output:
-    restored: torch.Tensor
-    bpp: torch.Tensor
-    bpp_y: torch.Tensor
-    bpp_z: torch.Tensor
 
 
 class RunningMean(nn.Module):
@@ -37,7 +29,7 @@ class RunningMean(nn.Module):
         steps = torch.arange(1, lq.shape[1] + 1, dtype=lq.dtype).view(1, -1, 1, 1, 1)
         restored = lq.cumsum(dim=1) / steps if self.use_past else lq
         zero = (self.scale * 0).reshape(())
-        return Output(restored * self.scale, zero, zero, zero)
+        return NetworkOutput(restored * self.scale, zero, zero, zero, zero, zero)
 
 
 class StaticNoisyClips(Dataset):

@@ -5,7 +5,6 @@ task is tested independently of the real stages.
 """
 
 import functools
-from dataclasses import dataclass, field
 
 import pytest
 import pytorch_lightning as pl
@@ -16,18 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_modules.lr_schedules import warmup_cosine
 from lightning_modules.metrics import frame_psnr_ssim
 from lightning_modules.restoration_task import RestorationTask
+from lightning_modules.stages.network import NetworkOutput
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
-
-
-@dataclass
-class StandInOutput:
-    restored: torch.Tensor
-    bits_y: torch.Tensor
-    bits_z: torch.Tensor
-    bpp: torch.Tensor
-    bpp_y: torch.Tensor
-    bpp_z: torch.Tensor
-    maps: list = field(default_factory=list)
 
 
 class StandInNet(nn.Module):
@@ -68,7 +57,7 @@ class StandInNet(nn.Module):
                         "flow_refined": flows[:, i] + 0.5,
                     }
                 )
-        return StandInOutput(
+        return NetworkOutput(
             restored.view(b, t, c, h, w),
             bpp_y * pixels,
             bpp_z * pixels,
@@ -91,7 +80,7 @@ class FixedOutputNet(nn.Module):
     def forward(self, lq, noise_level=None, return_maps=False):
         assert noise_level is None
         bpp = 0.5 + 0.0 * self.offset
-        return StandInOutput(lq + self.offset, bpp, bpp * 0, bpp, 0.8 * bpp, 0.2 * bpp)
+        return NetworkOutput(lq + self.offset, bpp, bpp * 0, bpp, 0.8 * bpp, 0.2 * bpp)
 
 
 class ClipSet(Dataset):
