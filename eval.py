@@ -22,16 +22,18 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from lightning_modules.checkpoint_config import (
+from lightning_modules.run.checkpoints import (
     build_task_from_checkpoint,
     read_checkpoint,
     stored_config,
 )
-from lightning_modules.config_schema import EvalSchema, register_resolvers, validate_config
-from lightning_modules.instantiate import instantiate_collection
+from lightning_modules.run.instantiate import instantiate, instantiate_collection
+from lightning_modules.run.resolvers import register_resolvers
+from lightning_modules.run.structured_configs import register_configs
 
 log = logging.getLogger(__name__)
 register_resolvers()
+register_configs()
 
 COLUMNS = ("sequence", "sigma", "num_frames", "psnr", "ssim", "bpp")
 
@@ -127,13 +129,12 @@ def write_results(rows: list[dict[str, Any]], metric_space: str, out_dir: Path) 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint's model on ``cfg.data`` (or its own data); returns metrics and rows."""
-    validate_config(cfg, EvalSchema)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     checkpoint_cfg = stored_config(checkpoint, cfg.ckpt_path)
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
     data_cfg = cfg.data if cfg.get("data") is not None else checkpoint_cfg.data
-    datamodule = hydra.utils.instantiate(data_cfg)
+    datamodule = instantiate(data_cfg, "data")
     overrides = {}
     if "metric_space" in checkpoint_cfg.model.task and hasattr(datamodule, "metric_space"):
         overrides["metric_space"] = datamodule.metric_space
@@ -149,7 +150,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "test records; eval.py evaluates restoration models"
         )
     loggers = instantiate_collection(cfg.get("logger"), "logger")
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", logger=loggers or False)
     results = trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     rows = summarize(task.test_records)

@@ -30,11 +30,13 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from datamodules.natural_sort import natural_sorted
-from lightning_modules.checkpoint_config import build_task_from_checkpoint
-from lightning_modules.config_schema import RestoreSchema, register_resolvers, validate_config
+from lightning_modules.run.checkpoints import build_task_from_checkpoint
+from lightning_modules.run.resolvers import register_resolvers
+from lightning_modules.run.structured_configs import register_configs
 
 log = logging.getLogger(__name__)
 register_resolvers()
+register_configs()
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -169,7 +171,6 @@ def _device(name: str) -> torch.device:
 
 def restore(cfg: DictConfig) -> Path:
     """Restore ``cfg.input`` into ``cfg.output``; returns the output path."""
-    validate_config(cfg, RestoreSchema)
     source, target = Path(cfg.input), Path(cfg.output)
     if not source.exists():
         raise FileNotFoundError(f"input: '{source}' does not exist")

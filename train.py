@@ -2,7 +2,7 @@
 
 - ``python train.py``: the full model on the embedded sample set (a few CPU minutes).
 - ``python train.py model=no_codec data=vimeo trainer=gpu``; ``ckpt_path=<last.ckpt>`` resumes.
-- ``python train.py experiment=staged``: the stages of ``training_stages`` one after another.
+- ``python train.py experiment=phased``: the trainings of ``training_phases`` one after another.
 - ``python train.py -m hparams_search=optuna_rate_lr``: sweeps read the returned metric.
 
 Each run writes into its Hydra run folder: ``checkpoints/`` (``last.ckpt`` and the best by
@@ -28,13 +28,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from lightning_modules.checkpoint_config import StoreConfigInCheckpoint, build_task, resolved_config
-from lightning_modules.config_schema import TrainSchema, register_resolvers, validate_config
-from lightning_modules.instantiate import instantiate_collection
-from lightning_modules.staged_training import run_stages
+from lightning_modules.run.checkpoints import StoreConfigInCheckpoint, build_task, resolved_config
+from lightning_modules.run.config_schema import ConfigError, check_overrides, validate_config
+from lightning_modules.run.instantiate import instantiate, instantiate_collection
+from lightning_modules.run.phased_training import run_phases
+from lightning_modules.run.resolvers import register_resolvers
+from lightning_modules.run.structured_configs import register_configs
 
 log = logging.getLogger(__name__)
 register_resolvers()
+register_configs()
 
 
 def saved_checkpoints(trainer: pl.Trainer) -> dict[str, str | None]:
@@ -71,10 +74,10 @@ def train(
     Returns (metrics, objects): objects has ``trainer``, ``model``, ``datamodule`` and
     ``checkpoints`` ({"best": path | None, "last": path | None} written by this fit).
 
-    ``prepare_model(model)`` is called after the model is built and before fitting (staged
-    training uses it to load the previous stage's weights).
+    ``prepare_model(model)`` is called after the model is built and before fitting (phased
+    training uses it to load the previous phase's weights).
     """
-    validate_config(cfg, TrainSchema)
+    validate_config(cfg)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path: no checkpoint file at '{cfg.ckpt_path}'")
     if cfg.seed is not None:
@@ -84,7 +87,7 @@ def train(
 
     resolved = resolved_config(cfg)
     log.info("data: %s", cfg.data._target_)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, "data")
     log.info("model: %s", cfg.model.task._target_)
     model = build_task(cfg.model)
     if prepare_model is not None:
@@ -94,8 +97,8 @@ def train(
     loggers = instantiate_collection(cfg.get("logger"), "logger")
     if not loggers:  # LearningRateMonitor refuses a trainer without loggers (e.g. logger=null)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
@@ -131,9 +134,9 @@ def optimized_value(
 
 
 def run(cfg: DictConfig) -> float:
-    """One Hydra job: single- or multi-stage training; returns the optimized metric."""
-    if cfg.get("training_stages"):
-        metrics, objects = run_stages(cfg, train)
+    """One Hydra job: a single training or phases of training; returns the optimized metric."""
+    if cfg.get("training_phases"):
+        metrics, objects = run_phases(cfg, train)
     else:
         metrics, objects = train(cfg)
     return optimized_value(cfg, metrics, objects.get("trainer"))
@@ -156,4 +159,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as error:
+        sys.exit(f"error: {error}")
     main()

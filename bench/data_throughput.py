@@ -74,9 +74,9 @@ def _endless(loader):
 def train_clips_per_second(shape: tuple[int, ...], device: str, steps: int) -> float | str:
     """Clips/s of forward + backward of the default network, or why it could not run."""
     try:
-        from lightning_modules.stages.network import build_network
+        from lightning_modules.run.compose import build_network
     except ImportError as error:
-        return f"n/a (lightning_modules.stages.network: {error})"
+        return f"n/a (lightning_modules.run.compose: {error})"
     torch.manual_seed(0)
     net = build_network("adaptive_q").to(device).train()
     lq = torch.rand(shape, device=device)

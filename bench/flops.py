@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_modules.stages.network import build_network  # noqa: E402
+from lightning_modules.run.compose import build_network  # noqa: E402
 
 FLOP_SIZE = (480, 854)
 SPEED_SIZE = (256, 256)
@@ -37,12 +37,13 @@ STAGES = {
     "fusion": ("fusion", "backward_fusion"),
     "restoration": ("restoration",),
 }
+# Row name -> (conf/model preset, config overrides): the networks users train, from conf/.
 PRESETS = {
-    "adaptive_q": ("adaptive_q", {}),
-    "channel_q": ("channel_q", {}),
-    "fixed_q": ("fixed_q", {}),
-    "no_codec": ("no_codec", {}),
-    "adaptive_q_bidirectional": ("adaptive_q", {"bidirectional": True}),
+    "adaptive_q": ("adaptive_q", []),
+    "channel_q": ("channel_q", []),
+    "fixed_q": ("fixed_q", []),
+    "no_codec": ("no_codec", []),
+    "adaptive_q_bidirectional": ("adaptive_q", ["model.bidirectional=true"]),
 }
 
 
@@ -123,7 +124,7 @@ def main() -> None:
     print("|" + "---|" * (header.count("|") - 1))
     for name in args.variants:
         variant, overrides = PRESETS[name]
-        net = build_network(variant, **overrides).eval()
+        net = build_network(variant, overrides).eval()
         params = sum(p.numel() for p in net.parameters()) / 1e6
         two, one = count_flops(net, 2), count_flops(net, 1)
         per_frame = {k: (two[k] - one[k]) / 1e9 for k in two}

@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.metrics import frame_psnr_ssim
+from lightning_modules.tasks.metrics import frame_psnr_ssim
 
 
 class TemporalGain(pl.Callback):

@@ -22,12 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from datamodules.clip_dataset import ClipDataset
-from datamodules.degradations import DEGRADATIONS, build_degradation
+from datamodules.degradations import DEGRADATIONS, TASK_OF_DEGRADATION, build_degradation
 from datamodules.sequence import Sequence
 
 TASKS = ("denoise", "derain", "dehaze")
 METRIC_SPACES = ("rgb", "y")
-TASK_OF_DEGRADATION = {"noise": "denoise", "rain": "derain", "haze": "dehaze"}
 
 SequenceSource = Callable[[], list[Sequence]] | list[Sequence] | None
 

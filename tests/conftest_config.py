@@ -3,10 +3,10 @@
 Import from the test modules (``from tests.conftest_config import ...``; pytest puts the
 repository root on ``sys.path`` through ``pythonpath`` in pyproject.toml).
 
-``compose_config(name, overrides)`` composes ``conf/<name>.yaml`` with Hydra's compose API and
-registers the result as the current Hydra config (so ``${hydra:...}`` resolves and staged
-training can recompose). ``tiny_overrides(preset, out_dir)`` shrinks a run to seconds on a CPU:
-N = 16 channels, 32x32 patches of 3-frame clips, batch 1, one σ at test, 2 training steps.
+``compose_config`` (from ``lightning_modules.run.compose``) composes ``conf/<name>.yaml`` as an
+entry point would. ``tiny_overrides(preset, out_dir)`` shrinks a run to seconds on a CPU:
+N = 16 channels, 32x32 patches of 3-frame clips, batch 1, one σ at test, 2 training steps;
+``tiny_network(preset)`` builds a preset's network at that size from the real config.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra import compose
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from torch import nn
 
-from lightning_modules.config_schema import register_resolvers
+from lightning_modules.run.compose import CONF_DIR, build_network, compose_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO_ROOT / "conf"
-PRESETS = ("adaptive_q", "channel_q", "fixed_q", "no_codec", "flow")
+__all__ = ["CONF_DIR", "compose_config"]
+PRESETS = ("adaptive_q", "channel_q", "fixed_q", "no_codec", "flow_pretrain")
 
 DATA_TINY = [
     "data.train_sequences.num_sequences=2",
@@ -57,8 +54,8 @@ TRAINER_TINY = [
 
 def model_tiny(preset: str) -> list[str]:
     """Overrides shrinking a model preset (the flow preset has no N / codec / refinement)."""
-    tiny = ["model.flow.num_levels=3", "model.task.scheduler.warmup_steps=0"]
-    if preset == "flow":
+    tiny = ["model.flow.num_levels=3", "model.warmup_steps=0"]
+    if preset == "flow_pretrain":
         return tiny
     tiny += ["model.channels=16", "model.mv_refine.channels=8"]
     if preset != "no_codec":
@@ -79,14 +76,16 @@ def tiny_overrides(preset: str, out_dir: Path, logger: str = "csv") -> list[str]
     ]
 
 
-def compose_config(name: str, overrides: list[str]) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` (inside ``initialize_config_dir``) and make it current."""
-    register_resolvers()
-    cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+def tiny_network(preset: str = "adaptive_q", overrides: list[str] = ()) -> nn.Module:
+    """A preset's network from ``conf/``, shrunk: N = 16, 3-level SPyNet, small latent.
+
+    A stage switched off by an override (``model/mv_refine=none``, ``model/codec=none``) gets
+    none of the shrinking keys of that stage."""
+    off = {o.split("=")[0].split("/")[-1] for o in overrides if o.endswith("=none")}
+    tiny = [
+        o for o in model_tiny(preset) if o != "model.warmup_steps=0" and o.split(".")[1] not in off
+    ]
+    return build_network(preset, [*tiny, *overrides])
 
 
 _CACHE: dict[str, Any] = {}

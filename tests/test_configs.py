@@ -6,13 +6,9 @@ import torch
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from lightning_modules.config_schema import (  # noqa: E402
-    EvalSchema,
-    RestoreSchema,
-    TrainSchema,
-    validate_config,
-)
-from tests.conftest_config import CONF_DIR, PRESETS, compose_config  # noqa: E402
+from lightning_modules.run.config_schema import validate_config
+from lightning_modules.stages.attention import ConcatFusion
+from tests.conftest_config import CONF_DIR, PRESETS, compose_config
 
 ENTRY_CONFIGS = {"train.yaml", "eval.yaml", "restore.yaml"}
 
@@ -42,6 +38,8 @@ def test_every_config_group_is_found():
         "model/codec",
         "model/alignment",
         "model/restoration",
+        "model/mv_refine",
+        "model/fusion",
         "trainer",
         "callbacks",
         "logger",
@@ -54,7 +52,7 @@ def test_every_config_group_is_found():
         "data",
     }
     assert expected <= groups
-    assert {"adaptive_q", "channel_q", "fixed_q", "no_codec", "flow"} <= {
+    assert {"adaptive_q", "channel_q", "fixed_q", "no_codec", "flow_pretrain"} <= {
         option for group, option in _group_options() if group == "model"
     }
 
@@ -68,21 +66,21 @@ def test_every_yaml_composes_and_validates(hydra_ctx, tmp_path, group, option):
     cfg = compose_config("train", overrides)
     container = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert container["model"]["task"]["_target_"]
-    validate_config(cfg, TrainSchema)
+    validate_config(cfg)
 
 
 def test_entry_configs_compose(hydra_ctx, tmp_path):
     cfg = compose_config("eval", ["ckpt_path=x.ckpt", f"paths.output_dir={tmp_path}"])
-    validate_config(cfg, EvalSchema)
+    validate_config(cfg)
     assert cfg.get("data") is None  # eval falls back to the checkpoint's data config
     cfg = compose_config("eval", ["ckpt_path=x.ckpt", "data=set8", f"paths.output_dir={tmp_path}"])
-    validate_config(cfg, EvalSchema)
+    validate_config(cfg)
     assert "set8" in str(cfg.data.test_sequences._target_)
     cfg = compose_config(
         "restore",
         ["ckpt_path=x.ckpt", "input=a.mp4", "output=b.mp4", f"paths.output_dir={tmp_path}"],
     )
-    validate_config(cfg, RestoreSchema)
+    validate_config(cfg)
     assert cfg.sigma == 25.0 and cfg.overwrite is False
 
 
@@ -103,8 +101,8 @@ def test_shared_channels_and_switches_reach_the_stages(hydra_ctx):
         "train",
         [
             "model.channels=32",
-            "model.mv_refine=null",
-            "model.attention=false",
+            "model/mv_refine=none",
+            "model/fusion=concat",
             "model.bidirectional=true",
             "model.rate_weight=0.05",
             "model.lr=1e-3",
@@ -113,8 +111,10 @@ def test_shared_channels_and_switches_reach_the_stages(hydra_ctx):
     net = cfg.model.task.net
     assert list(net.restoration.channels) == [8, 16, 32]
     assert list(net.codec.channels) == [8, 16, 32] and net.codec.context_channels == 32
-    assert net.mv_refine is None and net.attention is False and net.bidirectional is True
+    assert net.mv_refine is None and net.bidirectional is True
     assert cfg.model.task.rate_weight == 0.05 and cfg.model.task.optimizer.lr == 1e-3
+    built = hydra.utils.instantiate(net)
+    assert all(isinstance(f, ConcatFusion) for f in built.fusion) and built.mv_refine is None
 
 
 def test_noise_input_follows_the_data_task(hydra_ctx):
@@ -134,7 +134,7 @@ def test_noise_input_follows_the_data_task(hydra_ctx):
 def test_optimized_metric_follows_the_model(hydra_ctx):
     cfg = compose_config("train", [])
     assert cfg.optimized_metric == "val/psnr" and cfg.callbacks.model_checkpoint.mode == "max"
-    cfg = compose_config("train", ["model=flow"])
+    cfg = compose_config("train", ["model=flow_pretrain"])
     assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric
     assert cfg.callbacks.model_checkpoint.mode == "min"
 
@@ -143,11 +143,11 @@ def test_optimized_metric_follows_the_model(hydra_ctx):
 def test_model_presets_instantiate(hydra_ctx, preset):
     torch.manual_seed(0)
     overrides = [f"model={preset}"]
-    if preset != "flow":
+    if preset != "flow_pretrain":
         overrides.append("model.channels=16")
     cfg = compose_config("train", overrides)
     task = hydra.utils.instantiate(cfg.model.task)
-    if preset == "flow":
+    if preset == "flow_pretrain":
         assert type(task).__name__ == "FlowPretrainTask"
         return
     assert type(task).__name__ == "RestorationTask"
@@ -175,7 +175,7 @@ def test_flow_pretrained_path_loads_weights(hydra_ctx, tmp_path):
     flow_state = {f"flow.{k}": -v for k, v in source.state_dict().items()}
     torch.save({"state_dict": flow_state, "epoch": 3}, tmp_path / "flow_task.ckpt")
     cfg = compose_config(
-        "train", ["model=flow", f"model.flow.pretrained={tmp_path}/flow_task.ckpt"]
+        "train", ["model=flow_pretrain", f"model.flow.pretrained={tmp_path}/flow_task.ckpt"]
     )
     flow = hydra.utils.instantiate(cfg.model.flow)
     for key, value in source.state_dict().items():
@@ -202,7 +202,7 @@ def test_checkpoints_and_hydra_dirs_live_in_the_run_dir(hydra_ctx, tmp_path):
 
 def test_early_stopping_is_off_by_default_and_can_be_added(hydra_ctx):
     assert "early_stopping" not in compose_config("train", []).callbacks
-    cfg = compose_config("train", ["callbacks=[default,early_stopping]", "model=flow"])
+    cfg = compose_config("train", ["callbacks=[default,early_stopping]", "model=flow_pretrain"])
     assert {"model_checkpoint", "early_stopping"} <= set(cfg.callbacks)
     assert cfg.callbacks.early_stopping.monitor == cfg.optimized_metric
     assert cfg.callbacks.early_stopping.mode == "min"

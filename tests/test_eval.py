@@ -2,13 +2,14 @@
 
 import csv
 import math
+import os
 
 import pytest
 import torch
 from hydra import initialize_config_dir
 
 import eval as evaluation  # noqa: E402
-from lightning_modules.checkpoint_config import (  # noqa: E402
+from lightning_modules.run.checkpoints import (  # noqa: E402
     CONFIG_KEY,
     build_task_from_checkpoint,
 )
@@ -60,6 +61,9 @@ def test_missing_and_foreign_checkpoints_give_one_clear_error(tmp_path):
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         build_task_from_checkpoint(tmp_path / "junk.ckpt")
+    torch.save({"state_dict": {}, "hook": os.system}, tmp_path / "pickled_code.ckpt")
+    with pytest.raises(ValueError, match="could run code when loaded; refused"):
+        build_task_from_checkpoint(tmp_path / "pickled_code.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
     with pytest.raises(ValueError, match=f"carries no run config \\(key '{CONFIG_KEY}'"):
         build_task_from_checkpoint(tmp_path / "foreign.ckpt")

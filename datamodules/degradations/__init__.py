@@ -28,6 +28,9 @@ class NoDegradation:
         return check_clip(gt_clip, "NoDegradation input").clone(), {}
 
 
+# The restoration task each synthetic degradation makes ("none" makes none).
+TASK_OF_DEGRADATION = {"noise": "denoise", "rain": "derain", "haze": "dehaze"}
+
 DEGRADATIONS = {
     "noise": GaussianNoise,
     "rain": SyntheticRain,
@@ -55,5 +58,6 @@ __all__ = [
     "NoDegradation",
     "SyntheticHaze",
     "SyntheticRain",
+    "TASK_OF_DEGRADATION",
     "build_degradation",
 ]

@@ -11,7 +11,7 @@ from lightning_modules.stages.entropy_models import (
 )
 from lightning_modules.stages.gdn import GDN
 from lightning_modules.stages.mv_refine import MotionRefinement
-from lightning_modules.stages.network import NetworkOutput, VideoRestorationNet, build_network
+from lightning_modules.stages.network import NetworkOutput, VideoRestorationNet
 from lightning_modules.stages.quantizers import (
     AdaptiveQuantizer,
     ChannelQuantizer,
@@ -45,7 +45,6 @@ __all__ = [
     "SpyNet",
     "TemporalAttentionFusion",
     "VideoRestorationNet",
-    "build_network",
     "build_quantizer",
     "flow_warp",
     "lower_bound",

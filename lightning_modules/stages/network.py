@@ -24,20 +24,17 @@ grow with T (the bidirectional mode must keep T backward features).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.stages.alignment import MultiScaleAlignment
-from lightning_modules.stages.attention import ConcatFusion, TemporalAttentionFusion
-from lightning_modules.stages.codec import FeatureCodec
-from lightning_modules.stages.mv_refine import MotionRefinement
+from lightning_modules.stages.attention import TemporalAttentionFusion
 from lightning_modules.stages.restoration import RestorationUNet
-from lightning_modules.stages.spynet import SpyNet
 
-# build_network variant name -> FeatureCodec quantizer (None: no codec)
-VARIANTS = {"adaptive_q": "adaptive", "channel_q": "channel", "fixed_q": "fixed", "no_codec": None}
+# fusion(channels, num_temporal) -> module fusing current features with temporal ones per scale
+FusionFactory = Callable[..., nn.Module]
 
 
 @dataclass
@@ -64,7 +61,12 @@ class _Purified:
 
 
 class VideoRestorationNet(nn.Module):
-    """Recurrent video restoration from swappable stages; see the module docstring."""
+    """Recurrent video restoration from swappable stages; see the module docstring.
+
+    The presets (``conf/model/*.yaml``) are the only place the stages are put together;
+    ``fusion`` is a factory ``(channels, num_temporal) -> nn.Module`` called once per scale
+    (``TemporalAttentionFusion`` or ``ConcatFusion``).
+    """
 
     def __init__(
         self,
@@ -73,7 +75,7 @@ class VideoRestorationNet(nn.Module):
         alignment: nn.Module,
         codec: nn.Module | None = None,
         mv_refine: nn.Module | None = None,
-        attention: bool = True,
+        fusion: FusionFactory = TemporalAttentionFusion,
         bidirectional: bool = False,
         noise_channel: bool = True,
     ):
@@ -90,14 +92,16 @@ class VideoRestorationNet(nn.Module):
         self.alignment = alignment
         self.codec = codec
         self.restoration = restoration
-        self.attention = attention
         self.bidirectional = bidirectional
         self.noise_channel = noise_channel
-        fusion_cls = TemporalAttentionFusion if attention else ConcatFusion
         num_temporal = 2 if bidirectional else 1
-        self.fusion = nn.ModuleList(fusion_cls(c, num_temporal) for c in restoration.channels)
+        self.fusion = nn.ModuleList(
+            fusion(channels=c, num_temporal=num_temporal) for c in restoration.channels
+        )
         self.backward_fusion = (
-            nn.ModuleList(fusion_cls(c, 1) for c in restoration.channels) if bidirectional else None
+            nn.ModuleList(fusion(channels=c, num_temporal=1) for c in restoration.channels)
+            if bidirectional
+            else None
         )
 
     # ------------------------------------------------------------------ input checks
@@ -238,54 +242,3 @@ class VideoRestorationNet(nn.Module):
             bpp_z=bits_z / pixels,
             maps=maps,
         )
-
-
-def build_network(
-    variant: str = "adaptive_q",
-    channels: int = 64,
-    latent_channels: int = 96,
-    latent_stride: int = 4,
-    flow_scale: float = 0.25,
-    mv_refine: bool = True,
-    attention: bool = True,
-    bidirectional: bool = False,
-    noise_channel: bool = True,
-    likelihood: str = "gaussian",
-    num_blocks: tuple[int, int, int] = (1, 2, 2),
-) -> VideoRestorationNet:
-    """Default stages for a preset: ``adaptive_q``, ``channel_q``, ``fixed_q`` or ``no_codec``.
-
-    ``channels`` is N; the scales 1, 1/2, 1/4 get (N/4, N/2, N) channels.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {sorted(VARIANTS)}, got {variant!r}")
-    if not isinstance(channels, int) or channels < 4 or channels % 4:
-        raise ValueError(f"channels: expected a positive multiple of 4 (N), got {channels!r}")
-    scale_channels = (channels // 4, channels // 2, channels)
-    restoration = RestorationUNet(
-        in_channels=3,
-        extra_channels=1 if noise_channel else 0,
-        channels=scale_channels,
-        num_blocks=num_blocks,
-    )
-    quantizer = VARIANTS[variant]
-    codec = None
-    if quantizer is not None:
-        codec = FeatureCodec(
-            channels=scale_channels,
-            latent_channels=latent_channels,
-            latent_stride=latent_stride,
-            quantizer=quantizer,
-            likelihood=likelihood,
-            context_channels=channels,
-        )
-    return VideoRestorationNet(
-        flow=SpyNet(scale=flow_scale),
-        restoration=restoration,
-        alignment=MultiScaleAlignment(num_scales=3),
-        codec=codec,
-        mv_refine=MotionRefinement() if mv_refine else None,
-        attention=attention,
-        bidirectional=bidirectional,
-        noise_channel=noise_channel,
-    )

@@ -33,14 +33,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _CONV_SEQ_INDICES = (0, 2, 4, 6, 8)
 # mmagic wraps each conv in a ConvModule (conv + activation), so they are numbered 0..4.
 _MMAGIC_KEY = re.compile(r"^basic_module\.(\d+)\.basic_module\.(\d+)\.conv\.(weight|bias)$")
-_CHECKPOINT_PREFIXES = (
-    "generator.spynet.",
-    "spynet.",
-    "module.",
-    "generator.",
-    "net.flow.",  # a RestorationTask Lightning checkpoint
-    "flow.",  # a FlowPretrainTask Lightning checkpoint
-)
+# Any SPyNet weight key, after whatever prefix the enclosing model gives it (group 1).
+_SPYNET_KEY = re.compile(r"^(.*?)basic_module\.\d+\.basic_module\.\d+\.(?:conv\.)?(?:weight|bias)$")
 _CONSTANT_BUFFERS = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 
@@ -146,12 +140,12 @@ class SpyNet(nn.Module):
         return flow
 
     def load_pretrained(self, path: str | Path) -> None:
-        """Load a local BasicSR (``{"params": ...}``) or mmagic SPyNet checkpoint, strictly.
+        """Load the SPyNet weights of a local checkpoint, strictly: the one route for flow weights.
 
-        Keys are remapped to ours (``basic_module.{k}.basic_module.{0,2,4,6,8}.{weight,bias}``);
-        a wrapper dict (``params``, ``params_ema``, ``state_dict``) and a ``generator.spynet.``,
-        ``spynet.`` or ``module.`` prefix are removed. A file that is not such a checkpoint
-        raises an error naming the file and the missing/unexpected keys.
+        Reads BasicSR and mmagic SPyNet files and this project's flow pre-training and
+        restoration checkpoints (see ``spynet_state_from_checkpoint``); keys are remapped to ours
+        (``basic_module.{k}.basic_module.{0,2,4,6,8}.{weight,bias}``). A file that is not such a
+        checkpoint raises an error naming the file and the missing/unexpected keys.
         """
         path = Path(path)
         if not path.is_file():
@@ -178,12 +172,13 @@ class SpyNet(nn.Module):
 
 
 def spynet_state_from_checkpoint(checkpoint: object, source: str = "checkpoint") -> dict:
-    """Turn a BasicSR or mmagic SPyNet checkpoint object into our state-dict key names.
+    """Turn a checkpoint object holding a SPyNet into our state-dict key names.
 
     BasicSR: ``{"params": {"basic_module.0.basic_module.0.weight": ...}}`` (same names as ours).
     mmagic:  ``{"state_dict": {"basic_module.0.basic_module.0.conv.weight": ...}}`` (ConvModules
-    numbered 0..4), possibly prefixed ``generator.spynet.`` / ``spynet.`` inside a full model.
-    A bare state dict of either naming is accepted too.
+    numbered 0..4). This project's Lightning checkpoints: ``{"state_dict": {"flow.basic_module..."
+    or "net.flow.basic_module...": ...}}``. Whatever prefix a full model puts before the SPyNet
+    keys is removed; a bare state dict of either naming is accepted too.
     """
     if not isinstance(checkpoint, Mapping):
         raise ValueError(
@@ -195,11 +190,15 @@ def spynet_state_from_checkpoint(checkpoint: object, source: str = "checkpoint")
             checkpoint = checkpoint[wrapper]
             break
     state = {key: value for key, value in checkpoint.items() if isinstance(key, str)}
-    # A full-model checkpoint: keep only the SPyNet part, identified by its prefix.
-    for prefix in _CHECKPOINT_PREFIXES:
-        if any(key.startswith(prefix + "basic_module.") for key in state):
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            break
+    # A full-model checkpoint: keep only the SPyNet part, found by the shape of its keys
+    # (``flow.``, ``net.flow.``, ``generator.spynet.``, ... prefixes alike).
+    prefixes = {m.group(1) for m in map(_SPYNET_KEY.match, state) if m is not None}
+    if len(prefixes) > 1:
+        raise ValueError(
+            f"SpyNet checkpoint {source}: holds several SPyNets (prefixes {sorted(prefixes)})"
+        )
+    if prefixes and (prefix := prefixes.pop()):
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     remapped = {}
     for key, value in state.items():
         if key in _CONSTANT_BUFFERS and _is_constant(value, _CONSTANT_BUFFERS[key]):

@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks import CodecMaps, FlowViews, RestorationStrips
-from lightning_modules.flow_task import FlowPretrainTask
-from lightning_modules.restoration_task import RestorationTask
 from lightning_modules.stages.network import NetworkOutput
+from lightning_modules.tasks.flow_pretrain_task import FlowPretrainTask
+from lightning_modules.tasks.restoration_task import RestorationTask
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 H, W, T = 16, 24, 3

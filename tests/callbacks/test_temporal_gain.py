@@ -8,9 +8,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks import TemporalGain
-from lightning_modules.metrics import frame_psnr_ssim
-from lightning_modules.restoration_task import RestorationTask
 from lightning_modules.stages.network import NetworkOutput
+from lightning_modules.tasks.metrics import frame_psnr_ssim
+from lightning_modules.tasks.restoration_task import RestorationTask
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from datamodules.sample import scan_sample
 from datamodules.video_datamodule import VideoDataModule
-from lightning_modules.config_schema import register_resolvers
+from lightning_modules.run.resolvers import register_resolvers
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "data" / "sample.yaml"
 KEYS = {"lq", "gt", "sigma", "name", "frame_idx"}

@@ -19,12 +19,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lightning_modules.losses import charbonnier
-from lightning_modules.lr_schedules import (
+from lightning_modules.tasks.losses import charbonnier
+from lightning_modules.tasks.lr_schedules import (
     check_optimizer_arguments,
     configure_optimizer_and_scheduler,
 )
-from lightning_modules.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr_ssim
+from lightning_modules.tasks.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr_ssim
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -90,6 +90,8 @@ class RestorationTask(pl.LightningModule):
             "metric_edge_frames": (metric_edge_frames, 0, True),
         }
         for name, (value, low, inclusive) in bounds.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"RestorationTask: {name} must be a number, got {value!r}")
             if value < low or (value == low and not inclusive):
                 raise ValueError(
                     f"RestorationTask: {name} must be {'>=' if inclusive else '>'} "

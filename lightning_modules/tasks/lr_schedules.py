@@ -3,7 +3,7 @@
 Hydra example::
 
     scheduler:
-      _target_: lightning_modules.lr_schedules.warmup_cosine
+      _target_: lightning_modules.tasks.lr_schedules.warmup_cosine
       _partial_: true
       warmup_steps: 1000
       total_steps: null      # null: filled in from trainer.estimated_stepping_batches
@@ -12,6 +12,7 @@ Hydra example::
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,8 @@ def warmup_cosine(
               = m                                                       afterwards
     with m = ``min_lr_ratio``. The first step already trains (factor 1 / warmup_steps, not 0).
     ``total_steps`` None is only allowed through :func:`build_scheduler`, which fills it in.
+    A warm-up as long as the run or longer is shortened to a quarter of the run (one warning),
+    so short runs (``trainer.max_steps=4``) work with the presets' warm-up.
     """
     if total_steps is None:
         raise ValueError(
@@ -43,10 +46,16 @@ def warmup_cosine(
         )
     if warmup_steps < 0:
         raise ValueError(f"warmup_cosine: warmup_steps must be >= 0, got {warmup_steps}")
+    if total_steps < 1:
+        raise ValueError(f"warmup_cosine: total_steps must be >= 1, got {total_steps}")
     if total_steps <= warmup_steps:
-        raise ValueError(
-            f"warmup_cosine: total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})"
+        shortened = total_steps // 4
+        warnings.warn(
+            f"warmup_cosine: the warm-up ({warmup_steps} steps) is not shorter than the run "
+            f"({total_steps} steps); using {shortened} warm-up steps",
+            stacklevel=2,
         )
+        warmup_steps = shortened
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"warmup_cosine: min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
     decay_steps = total_steps - warmup_steps

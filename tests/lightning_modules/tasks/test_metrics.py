@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_modules.metrics import (
+from lightning_modules.tasks.metrics import (
     ClipQualityMetrics,
     frame_psnr_ssim,
     prepare_frames,

@@ -11,7 +11,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from lightning_modules.stages.network import build_network
+from tests.conftest_config import tiny_network
 
 H, W = 32, 48
 
@@ -64,7 +64,9 @@ def peak_bytes(net, num_frames, grad=False):
 
 def test_inference_memory_does_not_grow_with_clip_length():
     torch.manual_seed(0)
-    net = build_network("adaptive_q", channels=16, latent_channels=8, num_blocks=(1, 1, 1)).eval()
+    net = tiny_network(
+        "adaptive_q", ["model.codec.latent_channels=8", "model.restoration.num_blocks=[1,1,1]"]
+    ).eval()
     output_frame = 3 * H * W * 4  # bytes of one restored float32 frame
     short, long = peak_bytes(net, 5), peak_bytes(net, 20)
     # Only the 15 extra output frames may add memory (small slack for allocator-free noise).

@@ -13,7 +13,7 @@ from skimage import data
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_modules.flow_task import (
+from lightning_modules.tasks.flow_pretrain_task import (
     FlowPretrainTask,
     flow_state_dict_from_checkpoint,
     in_bounds_mask,

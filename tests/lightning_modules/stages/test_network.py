@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from lightning_modules.stages.attention import ConcatFusion, TemporalAttentionFusion
-from lightning_modules.stages.network import NetworkOutput, VideoRestorationNet, build_network
+from lightning_modules.stages.network import NetworkOutput, VideoRestorationNet
 from lightning_modules.stages.quantizers import AdaptiveQuantizer, ChannelQuantizer, FixedQuantizer
 from lightning_modules.stages.restoration import RestorationUNet
+from tests.conftest_config import tiny_network
 
 B, T, H, W = 1, 3, 32, 48
 LATENT = 8
@@ -14,11 +15,14 @@ CODEC_KEYS = {"q", "mu", "sigma", "bits"}
 FLOW_KEYS = {"flow", "flow_refined"}
 
 
-def tiny(variant="adaptive_q", **overrides):
-    """A small network (N = 16, C_y = 8) so a 3-frame clip runs in well under a second."""
+def tiny(variant="adaptive_q", *overrides):
+    """A preset's network from conf/, small (N = 16, C_y = 8) so a 3-frame clip runs in well
+    under a second; ``overrides`` are config overrides such as ``model.bidirectional=true``."""
     torch.manual_seed(0)
-    overrides.setdefault("num_blocks", (1, 1, 1))
-    return build_network(variant, channels=16, latent_channels=LATENT, **overrides)
+    small = ["model.restoration.num_blocks=[1,1,1]"]
+    if variant != "no_codec":
+        small.append(f"model.codec.latent_channels={LATENT}")
+    return tiny_network(variant, [*small, *overrides])
 
 
 def clip(b=B, t=T, h=H, w=W, seed=1):
@@ -30,21 +34,22 @@ def sigma(b=B):
     return torch.full((b,), 25 / 255)
 
 
+NO_NOISE_INPUT = "model.noise_channel=false"
 GRADIENT_CASES = [
-    ("adaptive_q", {}),
-    ("channel_q", {}),
-    ("fixed_q", {}),
-    ("no_codec", {}),
-    ("adaptive_q", {"mv_refine": False, "attention": False}),
-    ("adaptive_q", {"bidirectional": True}),
-    ("fixed_q", {"noise_channel": False, "likelihood": "laplace"}),
+    ("adaptive_q", []),
+    ("channel_q", []),
+    ("fixed_q", []),
+    ("no_codec", []),
+    ("adaptive_q", ["model/mv_refine=none", "model/fusion=concat"]),
+    ("adaptive_q", ["model.bidirectional=true"]),
+    ("fixed_q", [NO_NOISE_INPUT, "model.codec.likelihood=laplace"]),
 ]
 
 
 @pytest.mark.parametrize(("variant", "overrides"), GRADIENT_CASES)
 def test_every_parameter_gets_a_finite_gradient(variant, overrides):
-    net = tiny(variant, **overrides).train()
-    noise = sigma() if overrides.get("noise_channel", True) else None
+    net = tiny(variant, *overrides).train()
+    noise = None if NO_NOISE_INPUT in overrides else sigma()
     out = net(clip(), noise)
     assert isinstance(out, NetworkOutput)
     assert out.restored.shape == (B, T, 3, H, W)
@@ -93,7 +98,7 @@ def test_forward_mode_is_causal_and_bidirectional_is_not(bidirectional):
     Gradients (straight-through through the quantizer) rather than perturbing the input: a
     small perturbation of a later frame can round away inside the codec.
     """
-    net = tiny("adaptive_q", bidirectional=bidirectional).train()
+    net = tiny("adaptive_q", f"model.bidirectional={str(bidirectional).lower()}").train()
     lq = clip().requires_grad_(True)
     restored = net(lq, sigma()).restored
     (grad,) = torch.autograd.grad(restored[:, 0].sum(), lq)
@@ -120,7 +125,7 @@ def test_temporal_state_is_used():
 
 
 def test_inference_path_matches_autograd_path():
-    net = tiny("channel_q", bidirectional=True).eval()
+    net = tiny("channel_q", "model.bidirectional=true").eval()
     lq = clip(h=13, w=21)  # sizes not divisible by 4 run too
     with torch.no_grad():
         fast = net(lq, sigma())
@@ -132,7 +137,7 @@ def test_inference_path_matches_autograd_path():
 
 @pytest.mark.parametrize("variant", ["adaptive_q", "no_codec"])
 def test_maps_only_when_asked(variant):
-    net = tiny(variant, latent_stride=4).eval()
+    net = tiny(variant).eval()  # latent stride 4 (the default)
     with torch.no_grad():
         assert net(clip(), sigma()).maps == []
     out = net(clip(), sigma(), return_maps=True)  # grad enabled: maps must still be detached
@@ -167,13 +172,11 @@ def test_bad_inputs_raise_clear_errors():
         net(clip())
     with pytest.raises(ValueError, match=r"noise_level: expected a tensor of shape \(1,\)"):
         net(clip(), torch.full((1, 1), 0.1))
-    plain = tiny("no_codec", noise_channel=False)
+    plain = tiny("no_codec", NO_NOISE_INPUT)
     with pytest.raises(ValueError, match="noise_level must be None"):
         plain(clip(), sigma())
-    with pytest.raises(ValueError, match="variant: expected one of"):
-        build_network("adaptive")
-    with pytest.raises(ValueError, match="channels"):
-        build_network("no_codec", channels=30)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        tiny("no_codec", "model.channels=30")
     with pytest.raises(ValueError, match="extra_channels=0"):
         VideoRestorationNet(
             flow=net.flow,
@@ -191,11 +194,11 @@ def test_presets_pick_the_stages_they_name():
     }
     for variant, quantizer in expected.items():
         assert isinstance(tiny(variant).codec.quantizer, quantizer)
-    plain = tiny("no_codec", mv_refine=False, attention=False, noise_channel=False)
+    plain = tiny("no_codec", "model/mv_refine=none", "model/fusion=concat", NO_NOISE_INPUT)
     assert plain.codec is None and plain.mv_refine is None
     assert all(isinstance(f, ConcatFusion) for f in plain.fusion)
     assert plain.restoration.extra_channels == 0
-    both = tiny("adaptive_q", bidirectional=True)
+    both = tiny("adaptive_q", "model.bidirectional=true")
     assert all(isinstance(f, TemporalAttentionFusion) for f in both.fusion)
     assert [f.num_temporal for f in both.fusion] == [2, 2, 2]
     assert [f.channels for f in both.backward_fusion] == [4, 8, 16]

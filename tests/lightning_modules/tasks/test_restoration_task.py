@@ -12,10 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_modules.lr_schedules import warmup_cosine
-from lightning_modules.metrics import frame_psnr_ssim
-from lightning_modules.restoration_task import RestorationTask
 from lightning_modules.stages.network import NetworkOutput
+from lightning_modules.tasks.lr_schedules import warmup_cosine
+from lightning_modules.tasks.metrics import frame_psnr_ssim
+from lightning_modules.tasks.restoration_task import RestorationTask
+from tests.conftest_config import tiny_network
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 
@@ -301,10 +302,15 @@ def test_checkpoint_reloads_with_weights_only(tmp_path):
 
 
 def test_real_network_trains_and_gives_codec_maps(tmp_path):
-    from lightning_modules.stages.network import build_network
-
     torch.manual_seed(0)
-    net = build_network("adaptive_q", channels=8, latent_channels=8, num_blocks=(1, 1, 1))
+    net = tiny_network(
+        "adaptive_q",
+        [
+            "model.channels=8",
+            "model.codec.latent_channels=8",
+            "model.restoration.num_blocks=[1,1,1]",
+        ],
+    )
     task = RestorationTask(net, _adam(2e-3), freeze_flow_steps=2)
     losses = []
 
@@ -329,11 +335,15 @@ def test_real_network_trains_and_gives_codec_maps(tmp_path):
 @pytest.mark.slow
 def test_validation_metrics_are_synced_across_two_processes(tmp_path):
     """ddp_spawn on 2 CPU processes: val/psnr is the mean over all clips of both ranks."""
-    from lightning_modules.stages.network import build_network
-
     torch.manual_seed(0)
-    net = build_network(
-        "no_codec", channels=8, num_blocks=(1, 1, 1), noise_channel=False, mv_refine=False
+    net = tiny_network(
+        "no_codec",
+        [
+            "model.channels=8",
+            "model.restoration.num_blocks=[1,1,1]",
+            "model.noise_channel=false",
+            "model/mv_refine=none",
+        ],
     )
     data = ClipSet(count=4, frames=2, size=16, sigma=0.0)
     data.lq = data.gt + 0.1 * torch.arange(1, 5).view(4, 1, 1, 1, 1) * torch.randn(data.gt.shape)

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lightning_modules.losses import census_loss, charbonnier, edge_aware_smoothness
-from lightning_modules.lr_schedules import (
+from lightning_modules.stages.warp import flow_warp
+from lightning_modules.tasks.losses import census_loss, charbonnier, edge_aware_smoothness
+from lightning_modules.tasks.lr_schedules import (
     check_optimizer_arguments,
     configure_optimizer_and_scheduler,
 )
-from lightning_modules.restoration_task import first_sample_on_cpu
-from lightning_modules.stages.warp import flow_warp
+from lightning_modules.tasks.restoration_task import first_sample_on_cpu
 
 PHOTOMETRIC_LOSSES = ("charbonnier", "census")
 

@@ -5,19 +5,21 @@ checkpoint then has ``checkpoint["run_config"]``: the whole run config with ever
 resolved (plain dicts/lists). ``build_task_from_checkpoint(path)`` instantiates ``model.task`` from
 that config and loads the weights strictly, so ``eval.py`` and ``restore.py`` need the file alone.
 
-Checkpoints are read with ``torch.load(weights_only=False)`` (they hold the config and Lightning
-state, not only tensors): load only checkpoints you trust.
+Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain containers only
+(the stored config is plain data), so a downloaded checkpoint cannot run code when it is loaded.
 """
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.run.instantiate import instantiate
 
 CONFIG_KEY = "run_config"
 
@@ -50,7 +52,17 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path: no checkpoint file at '{path}'")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # junk bytes, not a pickled object
+            raise ValueError(
+                f"ckpt_path: '{path}' is not a readable PyTorch checkpoint (corrupt, or not a "
+                "file written by torch.save)"
+            ) from err
+        raise ValueError(
+            f"ckpt_path: '{path}' holds objects other than tensors and plain data, which could "
+            "run code when loaded; refused (only checkpoints written by train.py are read)"
+        ) from err
     except Exception as err:  # torch raises several unrelated types for a bad file
         raise ValueError(
             f"ckpt_path: '{path}' is not a readable PyTorch checkpoint ({err})"
@@ -68,17 +80,18 @@ def stored_config(checkpoint: dict, path: str | Path = "<checkpoint>") -> DictCo
     return OmegaConf.create(config)
 
 
-def _drop_pretrained_paths(node: Any) -> None:
-    """Set every ``pretrained`` key to None: the weights come from the checkpoint instead."""
+def _forget_pretrained_paths(node: Any) -> None:
+    """Set every ``pretrained`` key (the flow stage's, wherever the resolved config copied it) to
+    None: the weights come from the checkpoint, and the file may not exist on this machine."""
     if isinstance(node, DictConfig):
         for key in node:
             if key == "pretrained":
                 node[key] = None
             else:
-                _drop_pretrained_paths(node._get_node(key))
+                _forget_pretrained_paths(node._get_node(key))
     elif OmegaConf.is_list(node):
         for item in node:
-            _drop_pretrained_paths(item)
+            _forget_pretrained_paths(item)
 
 
 def build_task(model_cfg: DictConfig, task_overrides: dict | None = None) -> pl.LightningModule:
@@ -88,7 +101,7 @@ def build_task(model_cfg: DictConfig, task_overrides: dict | None = None) -> pl.
         if key not in task_cfg:
             raise KeyError(f"model.task has no key '{key}' to override")
         task_cfg[key] = value
-    return hydra.utils.instantiate(task_cfg)
+    return instantiate(task_cfg, "model.task")
 
 
 def build_task_from_checkpoint(
@@ -96,13 +109,14 @@ def build_task_from_checkpoint(
 ) -> tuple[pl.LightningModule, DictConfig]:
     """Rebuild the LightningModule of a train.py checkpoint and load its weights (strict).
 
-    Returns the module (eval mode, on CPU) and the stored run config. ``pretrained`` paths in the
-    stored config are ignored, so the checkpoint file is all that is needed. ``checkpoint``: the
-    already loaded dict of ``path``, to avoid reading it twice.
+    Returns the module (eval mode, on CPU) and the stored run config. The flow stage's
+    ``pretrained`` path in the stored config is ignored: its weights are in the checkpoint, so
+    the file is all that is needed. ``checkpoint``: the already loaded dict of ``path``, to avoid
+    reading it twice.
     """
     checkpoint = read_checkpoint(path) if checkpoint is None else checkpoint
     config = stored_config(checkpoint, path)
-    _drop_pretrained_paths(config.model)
+    _forget_pretrained_paths(config.model)
     task = build_task(config.model, task_overrides)
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict):

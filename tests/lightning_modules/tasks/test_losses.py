@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage import data
 
-from lightning_modules.losses import census_loss, charbonnier, edge_aware_smoothness
+from lightning_modules.tasks.losses import census_loss, charbonnier, edge_aware_smoothness
 
 
 @pytest.fixture(scope="module")

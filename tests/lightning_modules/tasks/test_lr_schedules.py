@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lightning_modules.lr_schedules import (
+from lightning_modules.tasks.lr_schedules import (
     build_scheduler,
     check_optimizer_arguments,
     configure_optimizer_and_scheduler,
@@ -49,9 +49,18 @@ def test_build_scheduler_fills_missing_total_steps_only():
     assert isinstance(step_lr, torch.optim.lr_scheduler.StepLR)
 
 
+def test_warmup_longer_than_the_run_is_shortened_with_a_warning():
+    opt = _optimizer()
+    with pytest.warns(UserWarning, match="using 1 warm-up steps"):
+        scheduler = warmup_cosine(opt, warmup_steps=20, total_steps=4)
+    lrs = _lrs(opt, scheduler, 4)
+    assert lrs[0] == pytest.approx(1.0)  # one warm-up step (factor 1/1), then the decay
+    assert lrs[0] >= lrs[1] > lrs[2] > lrs[3]
+
+
 def test_schedule_errors_and_lightning_config():
-    with pytest.raises(ValueError, match="total_steps"):
-        warmup_cosine(_optimizer(), warmup_steps=5, total_steps=5)
+    with pytest.raises(ValueError, match="total_steps must be >= 1"):
+        warmup_cosine(_optimizer(), warmup_steps=5, total_steps=0)
     with pytest.raises(ValueError, match="total_steps is None"):
         warmup_cosine(_optimizer())
     with pytest.raises(ValueError, match="min_lr_ratio"):

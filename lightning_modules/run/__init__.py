@@ -1,0 +1,1 @@
+"""Run infrastructure: config checks and resolvers, checkpoints, phased training, instantiation."""

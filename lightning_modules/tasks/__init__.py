@@ -1,0 +1,1 @@
+"""Training tasks (LightningModules) with their losses, metrics and learning-rate schedules."""
