@@ -22,6 +22,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from datamodules.degradations import sigma_to_255
 from lightning_modules.run.checkpoints import (
     build_task_from_checkpoint,
     read_checkpoint,
@@ -44,12 +45,13 @@ def _mean(values: list[float]) -> float:
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of (sequence, σ) averaged over their frames, then one ``mean`` row per σ (mean over
-    sequences) and an ``all`` row (mean over every sequence row)."""
+    sequences) and an ``all`` row (mean over every sequence row). Records carry σ in [0, 1]
+    units; the rows show it on the papers' 0-255 scale (rounded)."""
     if not records:
         raise ValueError("the test run produced no records (is the test set empty?)")
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        groups[(record["name"], int(record["sigma"]))].append(record)
+        groups[(record["name"], round(sigma_to_255(record["sigma"])))].append(record)
     rows = []
     for (name, sigma), clips in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
         frames = sum(c["num_frames"] for c in clips)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 
+from datamodules.degradations import sigma_from_255
 from datamodules.natural_sort import natural_sorted
 from lightning_modules.run.checkpoints import build_task_from_checkpoint
 from lightning_modules.run.resolvers import register_resolvers
@@ -158,7 +159,7 @@ def restore_window(
     pad_h, pad_w = (-height) % pad_multiple, (-width) % pad_multiple
     if pad_h or pad_w:
         clip = F.pad(clip, (0, pad_w, 0, pad_h), mode="replicate")
-    batch = {"lq": clip[None], "sigma": torch.tensor([sigma / 255.0], device=device)}
+    batch = {"lq": clip[None], "sigma": torch.tensor([sigma_from_255(sigma)], device=device)}
     restored = task.predict_step(batch, 0)[0, :, :, :height, :width]
     return (restored.clamp(0, 1) * 255.0).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 

@@ -1,11 +1,10 @@
 """CodecMaps: log the codec's learned step q, mean μ, scale σ and bits per latent position."""
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from callbacks.image_logging import ScheduledImageCallback, info_once
+from callbacks.validation_visuals import ClipVisuals
 
 CODEC_MAP_KEYS = ("q", "mu", "sigma", "bits")
 
@@ -72,14 +71,13 @@ class CodecMaps(ScheduledImageCallback):
     """
 
     key = "val/codec_maps"
-    needs_maps = True
 
     def __init__(self, every_n_epochs: int = 1, frame_index: int = -1) -> None:
         super().__init__(every_n_epochs)
         self.frame_index = frame_index
 
-    def make_images(self, visuals: dict[str, Any]) -> dict[str, torch.Tensor]:
-        maps = visuals.get("maps") or []
+    def make_images(self, visuals: ClipVisuals) -> dict[str, torch.Tensor]:
+        maps = visuals.maps
         if not maps:
             info_once("CodecMaps: the network returned no maps; nothing logged")
             return {}
@@ -87,5 +85,5 @@ class CodecMaps(ScheduledImageCallback):
         if not all(key in frame_maps for key in CODEC_MAP_KEYS):
             info_once("CodecMaps: the network has no codec maps (q, mu, sigma, bits); skipped")
             return {}
-        size = tuple(visuals["lq"].shape[-2:])
+        size = tuple(visuals.lq.shape[-2:])
         return {key: colorize_map(frame_maps[key], size) for key in CODEC_MAP_KEYS}

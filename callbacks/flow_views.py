@@ -1,11 +1,10 @@
 """FlowViews: log the estimated flow before and after motion-vector refinement as colours."""
 
-from typing import Any
-
 import torch
 
 from callbacks.flow_colors import flow_to_color
 from callbacks.image_logging import ScheduledImageCallback, info_once
+from callbacks.validation_visuals import ClipVisuals
 
 FLOW_MAP_KEYS = ("flow", "flow_refined")
 
@@ -20,7 +19,6 @@ class FlowViews(ScheduledImageCallback):
     """
 
     key = "val/flow"
-    needs_maps = True
 
     def __init__(
         self, every_n_epochs: int = 1, frame_index: int = -1, max_flow: float | None = None
@@ -31,14 +29,14 @@ class FlowViews(ScheduledImageCallback):
         self.frame_index = frame_index
         self.max_flow = max_flow
 
-    def make_images(self, visuals: dict[str, Any]) -> dict[str, torch.Tensor]:
-        maps = visuals.get("maps") or []
+    def make_images(self, visuals: ClipVisuals) -> dict[str, torch.Tensor]:
+        maps = visuals.maps
         fields = {}
         if maps:
             frame_maps = maps[self.frame_index]
             fields = {key: frame_maps[key] for key in FLOW_MAP_KEYS if key in frame_maps}
         if not fields:
-            info_once("FlowViews: the module's maps have no 'flow' / 'flow_refined'; skipped")
+            info_once("FlowViews: the model's maps have no 'flow' / 'flow_refined'; skipped")
             return {}
         scale = self.max_flow
         if scale is None:

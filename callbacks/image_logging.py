@@ -4,10 +4,10 @@
 CSVLogger (PNG files under ``<log_dir>/images/<key>/``), in any mix, on rank zero only; other
 loggers are skipped with a one-time info message.
 
-``ScheduledImageCallback`` asks the LightningModule for visuals (``request_visuals``) only on
-the epochs its schedule selects, and turns the module's ``last_visuals`` (first sample of the
-first validation batch, already detached and on the CPU) into images at validation epoch end,
-so no image work touches training steps.
+``ScheduledImageCallback`` runs the model on the first clip of the first validation batch
+(``validation_visuals.clip_visuals``, shared by all image callbacks) only on the epochs its
+schedule selects, and logs the images its subclass draws from it. It only reads the model: no
+image work touches training steps, and the tasks know nothing of images.
 """
 
 from pathlib import Path
@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+
+from callbacks.validation_visuals import ClipVisuals, clip_visuals
 
 _warned: set[str] = set()
 
@@ -92,14 +94,13 @@ def log_images(
 
 
 class ScheduledImageCallback(pl.Callback):
-    """Base: request visuals every ``every_n_epochs`` validation epochs, log them at its end.
+    """Base: every ``every_n_epochs`` validation epochs, draw and log images of the first clip.
 
-    Subclasses set ``key`` and ``needs_maps`` and implement ``make_images(visuals) -> dict``
-    (an empty dict logs nothing). Sanity-check validation is skipped.
+    Subclasses set ``key`` and implement ``make_images(visuals: ClipVisuals) -> dict`` (an
+    empty dict logs nothing). Sanity-check validation is skipped.
     """
 
     key = "val/images"
-    needs_maps = False
 
     def __init__(self, every_n_epochs: int = 1) -> None:
         super().__init__()
@@ -112,27 +113,26 @@ class ScheduledImageCallback(pl.Callback):
     def is_due(self, trainer: pl.Trainer) -> bool:
         return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
 
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.is_due(trainer):
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: dict[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx != 0 or dataloader_idx != 0 or not self.is_due(trainer):
             return
-        request = getattr(pl_module, "request_visuals", None)
-        if request is None:
+        visuals = clip_visuals(pl_module, batch)
+        if visuals is None:
             info_once(
-                f"{type(self).__name__}: {type(pl_module).__name__} has no "
-                "request_visuals(); no images are logged"
+                f"{type(self).__name__}: {type(pl_module).__name__} has no net or flow to draw"
             )
             return
-        request(maps=self.needs_maps)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.is_due(trainer):
-            return
-        visuals = getattr(pl_module, "last_visuals", None)
-        if not visuals or visuals.get("global_step") != trainer.global_step:
-            return  # nothing captured during this validation run
         images = self.make_images(visuals)
         if images:
             log_images(trainer, self.key, images, step=trainer.global_step)
 
-    def make_images(self, visuals: dict[str, Any]) -> dict[str, np.ndarray | torch.Tensor]:
+    def make_images(self, visuals: ClipVisuals) -> dict[str, np.ndarray | torch.Tensor]:
         raise NotImplementedError

@@ -1,10 +1,9 @@
 """RestorationStrips: log degraded | restored | clean strips of the first validation clip."""
 
-from typing import Any
-
 import torch
 
 from callbacks.image_logging import ScheduledImageCallback, info_once
+from callbacks.validation_visuals import ClipVisuals
 
 
 class RestorationStrips(ScheduledImageCallback):
@@ -12,11 +11,10 @@ class RestorationStrips(ScheduledImageCallback):
 
     Rows are the first ``max_frames`` frames of the first validation clip; columns are the
     degraded input, the restored output and (when the set has it) the clean target, each clamped
-    to [0, 1]. Uses the module's ``last_visuals`` (detached, CPU), so training is not slowed.
+    to [0, 1]. Drawn from ``clip_visuals`` at validation, so training is not slowed.
     """
 
     key = "val/strips"
-    needs_maps = False
 
     def __init__(self, every_n_epochs: int = 1, max_frames: int = 3) -> None:
         super().__init__(every_n_epochs)
@@ -26,13 +24,13 @@ class RestorationStrips(ScheduledImageCallback):
             )
         self.max_frames = max_frames
 
-    def make_images(self, visuals: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if visuals.get("restored") is None:
-            info_once("RestorationStrips: the module's visuals have no 'restored' clip; skipped")
+    def make_images(self, visuals: ClipVisuals) -> dict[str, torch.Tensor]:
+        if visuals.restored is None:
+            info_once("RestorationStrips: the model restores nothing (a flow task); skipped")
             return {}
-        columns = [visuals["lq"], visuals["restored"]]
-        if visuals.get("gt") is not None:
-            columns.append(visuals["gt"])
+        columns = [visuals.lq, visuals.restored]
+        if visuals.gt is not None:
+            columns.append(visuals.gt)
         frames = min(self.max_frames, columns[0].shape[0])
         # (T, 3, H, W) per column -> rows of frames side by side -> (3, frames·H, columns·W)
         rows = [torch.cat([c[t].clamp(0, 1) for c in columns], dim=-1) for t in range(frames)]

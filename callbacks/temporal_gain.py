@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules.tasks.metrics import frame_psnr_ssim
+from lightning_modules.tasks.network_inputs import network_inputs
 
 
 class TemporalGain(pl.Callback):
@@ -42,10 +43,10 @@ class TemporalGain(pl.Callback):
     @torch.no_grad()
     def gain(self, net: torch.nn.Module, batch: dict[str, Any], metric_space: str) -> float | None:
         """The gain in dB on ``batch``, or None when it has no ``gt`` or fewer than 2 frames."""
-        lq, gt = batch["lq"], batch.get("gt")
+        lq, sigma = network_inputs(batch, net)
+        gt = batch.get("gt")
         if gt is None or lq.shape[1] < 2:
             return None
-        sigma = batch.get("sigma") if getattr(net, "noise_channel", False) else None
         recurrent = net(lq, sigma).restored[:, 1:]
         alone = torch.cat([net(lq[:, t : t + 1], sigma).restored for t in range(1, lq.shape[1])], 1)
         psnr_recurrent = frame_psnr_ssim(recurrent, gt[:, 1:], metric_space)[0].mean()

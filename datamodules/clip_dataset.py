@@ -6,21 +6,24 @@ Indexing:
   is equally likely to be seen and an epoch covers each sequence in proportion to its length.
   Each item then draws its stride, reversal, crop and flips, and the degradation;
 - val/test: non-overlapping windows ``[0, L), [L, 2L), ...`` (a tail shorter than L is
-  dropped), or the whole sequence when ``clip_len == -1``; with ``fixed_sigmas`` each
-  (window, σ) pair is one item. Centre crop of ``patch_size``, or the full frame when None.
+  dropped), or the whole sequence when ``clip_len == -1``; given a list of degradations (e.g.
+  one fixed-σ noise per test level), each (window, degradation) pair is one item. Centre crop
+  of ``patch_size``, or the full frame when None.
 
 Randomness (all of it through one ``torch.Generator`` per item):
 - training: seeded from (``seed``, index, one draw from torch's global RNG). In DataLoader
   workers PyTorch seeds that global RNG per worker from the loader's generator (``base_seed +
   worker_id``), in the main process ``seed_everything``/``torch.manual_seed`` does; so a run
   repeats given its seeds while every epoch sees new crops and noise;
-- val/test: seeded from (``seed``, sequence name, window start, σ) only, so evaluation noise is
-  identical across runs, dataset instances, worker counts and the order of the other sequences.
+- val/test: seeded from (``seed``, "eval", sequence name, window start, ``repr`` of the
+  degradation) only, so evaluation noise is identical across runs, dataset instances, worker
+  counts and the order of the other sequences.
 
 Items (see docs/ARCHITECTURE.md): ``{"lq" (T, 3, h, w), "gt" (T, 3, h, w; absent when the
-sequence has no clean frames), "sigma" () float (0 without noise), "name" str, "frame_idx" (T,)
-long}``. Paired sequences (``Sequence.lq`` set) use their real degraded frames; the degradation
-is then applied to those LQ frames only when ``degrade_paired=True``.
+sequence has no clean frames), "sigma" () float in [0, 1] units (0 without noise), "name" str,
+"frame_idx" (T,) long}``. The dataset never builds a degradation: it applies the ones it gets.
+Paired sequences (``Sequence.lq`` set) use their real degraded frames; the degradation is then
+applied to those LQ frames only when ``degrade_paired=True``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ from datamodules.clip_transforms import (
     frame_window,
     window_span,
 )
-from datamodules.degradations import GaussianNoise
 from datamodules.sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -59,11 +61,11 @@ def derive_seed(*parts: object) -> int:
 
 @dataclass(frozen=True)
 class ClipRef:
-    """One item: sequence position, window start, and the fixed σ (0-255 units) if any."""
+    """One item: sequence position, window start, and which of the degradations it gets."""
 
     sequence: int
     start: int
-    sigma: float | None = None
+    degradation: int = 0
 
 
 class ClipDataset(Dataset):
@@ -75,15 +77,14 @@ class ClipDataset(Dataset):
         train: random windows/crops/flips/reversal (True) or deterministic centred clips.
         patch_size: crop size (int or (h, w)); None keeps the full frame.
         degradation: ``deg(gt_clip, generator) -> (lq_clip, info)`` for sequences without LQ
-            frames (``datamodules.degradations``); required when such sequences exist, unless
-            ``fixed_sigmas`` is given.
+            frames (``datamodules.degradations``); required when such sequences exist. For
+            val/test, a list of them makes each (window, degradation) pair one item (e.g. one
+            fixed-σ noise per test level).
         temporal_strides: training frame strides, one drawn per clip among those that fit.
         reverse_prob: training probability of reversing a clip's frame order.
         flip, vflip, transpose: training horizontal flip, vertical flip, H/W transposition
             (each with probability 1/2; transposition needs a square patch).
         seed: base seed of every item's generator.
-        fixed_sigmas: test noise levels (0-255 units); each (window, σ) is one item with
-            ``GaussianNoise(fixed_sigma=σ)``. Val/test only.
         skip_bad: drop (and log) sequences shorter than a clip, and replace a clip whose frames
             fail to read with the next readable one (logged) instead of raising.
         degrade_paired: also apply the degradation to the real LQ frames of paired sequences.
@@ -100,7 +101,6 @@ class ClipDataset(Dataset):
         reverse_prob: float = 0.5,
         flip: bool = True,
         seed: int = 0,
-        fixed_sigmas: list[float] | None = None,
         skip_bad: bool = False,
         vflip: bool = False,
         transpose: bool = False,
@@ -124,17 +124,13 @@ class ClipDataset(Dataset):
             )
         if not 0.0 <= float(reverse_prob) <= 1.0:
             raise ValueError(f"ClipDataset: reverse_prob must be in [0, 1], got {reverse_prob!r}")
-        if fixed_sigmas is not None:
-            fixed_sigmas = [float(s) for s in fixed_sigmas]
-            if train or not fixed_sigmas or min(fixed_sigmas) < 0:
-                raise ValueError(
-                    f"ClipDataset: fixed_sigmas (non-empty, >= 0, 0-255 units) is for val/test "
-                    f"(train=False), got {fixed_sigmas!r} with train={train}"
-                )
-            if degradation is not None and not isinstance(degradation, GaussianNoise):
-                raise ValueError(
-                    f"ClipDataset: fixed_sigmas needs a noise degradation, got {degradation!r}"
-                )
+        degradations = list(degradation) if isinstance(degradation, (list, tuple)) else None
+        if degradations is not None and (train or not degradations):
+            raise ValueError(
+                f"ClipDataset: a list of degradations (one item per window and degradation) is "
+                f"for val/test (train=False) and must not be empty, got {degradation!r} with "
+                f"train={train}"
+            )
         self.patch_size = as_patch_size(patch_size, "ClipDataset patch_size")
         if (
             train
@@ -147,12 +143,11 @@ class ClipDataset(Dataset):
             )
         self.clip_len = clip_len
         self.train = train
-        self.degradation = degradation
+        self.degradations = degradations if degradations is not None else [degradation]
         self.temporal_strides = strides
         self.reverse_prob = float(reverse_prob)
         self.flip, self.vflip, self.transpose = bool(flip), bool(vflip), bool(transpose)
         self.seed = int(seed)
-        self.fixed_sigmas = fixed_sigmas
         self.skip_bad = bool(skip_bad)
         self.degrade_paired = bool(degrade_paired)
         self.sequences = self._keep_long_enough(sequences)
@@ -185,15 +180,15 @@ class ClipDataset(Dataset):
         return kept
 
     def _check_degradation_available(self) -> None:
-        if self.fixed_sigmas is not None and not self.degrade_paired:
+        if len(self.degradations) > 1 and not self.degrade_paired:
             paired = [s.name for s in self.sequences if s.lq is not None]
             if paired:
                 raise ValueError(
-                    f"ClipDataset: fixed_sigmas adds noise to clean frames, but sequence "
-                    f"{paired[0]!r} has its own degraded frames (set degrade_paired=True to add "
-                    f"noise on top of them)"
+                    f"ClipDataset: several degradations are applied to clean frames, but "
+                    f"sequence {paired[0]!r} has its own degraded frames (set "
+                    f"degrade_paired=True to degrade them too)"
                 )
-        if self.degradation is not None or self.fixed_sigmas is not None:
+        if all(d is not None for d in self.degradations):
             return
         clean_only = [s.name for s in self.sequences if s.lq is None]
         if clean_only:
@@ -203,7 +198,7 @@ class ClipDataset(Dataset):
             )
 
     def _index_items(self) -> list[ClipRef]:
-        sigmas = self.fixed_sigmas or [None]
+        variants = range(len(self.degradations))
         items = []
         for position, sequence in enumerate(self.sequences):
             length = len(sequence)
@@ -213,7 +208,7 @@ class ClipDataset(Dataset):
                 starts = range(1)
             else:
                 starts = range(0, length - self.clip_len + 1, self.clip_len)
-            items.extend(ClipRef(position, start, sigma) for start in starts for sigma in sigmas)
+            items.extend(ClipRef(position, start, v) for start in starts for v in variants)
         return items
 
     # ------------------------------------------------------------------ access
@@ -225,7 +220,7 @@ class ClipDataset(Dataset):
         return (
             f"ClipDataset({mode}, {len(self.sequences)} sequences, {len(self)} clips, "
             f"clip_len={self.clip_len}, patch_size={self.patch_size}, "
-            f"degradation={self.degradation!r})"
+            f"degradations={self.degradations!r})"
         )
 
     def __getitem__(self, index: int) -> dict:
@@ -252,7 +247,8 @@ class ClipDataset(Dataset):
             seed = derive_seed(self.seed, "train", index, draw)
         else:
             name = self.sequences[ref.sequence].name
-            seed = derive_seed(self.seed, "eval", name, ref.start, ref.sigma)
+            degradation = repr(self.degradations[ref.degradation])
+            seed = derive_seed(self.seed, "eval", name, ref.start, degradation)
         return torch.Generator().manual_seed(seed)
 
     def _frame_indices(self, ref: ClipRef, length: int, generator: torch.Generator) -> list[int]:
@@ -298,9 +294,7 @@ class ClipDataset(Dataset):
         gt = apply_spatial(gt, params) if gt is not None else None
         lq = apply_spatial(lq, params) if lq is not None else None
 
-        degradation = self.degradation
-        if ref.sigma is not None:
-            degradation = GaussianNoise(fixed_sigma=ref.sigma)
+        degradation = self.degradations[ref.degradation]
         sigma = 0.0
         if lq is None or (self.degrade_paired and degradation is not None):
             lq, info = degradation(gt if lq is None else lq, generator)

@@ -7,8 +7,10 @@ dataset fails there with the scanner's own error; clips come from ``ClipDataset`
 
 Protocol (DATASETS.md §7): training clips get the degradation with random parameters (noise:
 σ ~ U[sigma_range]/255 per clip); validation uses σ = ``val_sigma`` and test each σ of
-``test_sigmas`` (0-255 units) with noise seeded per item, when ``degradation == "noise"``.
-Other degradations are seeded per item at val/test too, so every evaluation sees the same data.
+``test_sigmas`` with noise seeded per item, when ``degradation == "noise"``. Other degradations
+are seeded per item at val/test too, so every evaluation sees the same data. Noise levels are on
+the 0-255 scale here, as in the data configs; the degradations are built here, once, in [0, 1]
+units (``sigma_from_255``), and handed to the datasets.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from datamodules.clip_dataset import ClipDataset
-from datamodules.degradations import DEGRADATIONS, TASK_OF_DEGRADATION, build_degradation
+from datamodules.degradations import (
+    DEGRADATIONS,
+    TASK_OF_DEGRADATION,
+    build_degradation,
+)
 from datamodules.sequence import Sequence
 
 TASKS = ("denoise", "derain", "dehaze")
@@ -158,8 +164,7 @@ class VideoDataModule(pl.LightningDataModule):
             )
         self.metric_edge_frames = int(metric_edge_frames)
         self.degradation_name = degradation
-        self.degradation_kwargs = dict(degradation_kwargs or {})
-        self.degradation = build_degradation(degradation, **self.degradation_kwargs)
+        self.degradation = build_degradation(degradation, **dict(degradation_kwargs or {}))
         self.clip_lens = {"train": clip_len, "val": val_clip_len, "test": test_clip_len}
         self.patch_sizes = {
             "train": _size(patch_size),
@@ -170,8 +175,10 @@ class VideoDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size
         self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
-        self.test_sigmas = None if test_sigmas is None else [float(s) for s in test_sigmas]
-        self.val_sigma = None if val_sigma is None else float(val_sigma)
+        self.eval_degradations = {
+            "val": self._fixed_noise(None if val_sigma is None else [val_sigma]),
+            "test": self._fixed_noise(test_sigmas),
+        }
         self.seed = int(seed)
         self.skip_bad = bool(skip_bad)
         self.max_val_clips = max_val_clips
@@ -199,27 +206,33 @@ class VideoDataModule(pl.LightningDataModule):
             )
         return sequences
 
-    def _fixed_sigmas(self, split: str) -> list[float] | None:
-        """Fixed evaluation noise levels; None = the degradation's own (per-item seeded) draw."""
-        if self.degradation_name != "noise":
+    def _fixed_noise(self, sigmas_255: list[float] | None) -> list | None:
+        """One fixed-σ noise per level (0-255 scale) for a noise set; None (the degradation's
+        own per-item seeded draw) for other sets or when no levels are given."""
+        if self.degradation_name != "noise" or sigmas_255 is None:
             return None
-        if split == "val":
-            return None if self.val_sigma is None else [self.val_sigma]
-        return self.test_sigmas
+        if not sigmas_255 or min(float(s) for s in sigmas_255) < 0:
+            raise ValueError(
+                f"VideoDataModule: test_sigmas / val_sigma must be non-empty and >= 0 (0-255 "
+                f"scale), got {list(sigmas_255)!r}"
+            )
+        return [build_degradation("noise", fixed_sigma=float(s)) for s in sigmas_255]
 
     def _build(self, split: str) -> torch.utils.data.Dataset | None:
         sequences = self._scan(split)
         if sequences is None:
             return None
         train = split == "train"
+        degradation = self.degradation
+        if not train and self.eval_degradations[split] is not None:
+            degradation = self.eval_degradations[split]  # one item per clip and noise level
         dataset = ClipDataset(
             sequences,
             clip_len=self.clip_lens[split],
             train=train,
             patch_size=self.patch_sizes[split],
-            degradation=self.degradation,
+            degradation=degradation,
             seed=self.seed,
-            fixed_sigmas=None if train else self._fixed_sigmas(split),
             skip_bad=self.skip_bad,
             degrade_paired=self.degrade_paired,
             **self.augment,

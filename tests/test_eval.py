@@ -33,7 +33,7 @@ def test_eval_reproduces_the_in_process_test_metrics(tiny_run, tmp_path, capsys)
     for key in ("test/psnr", "test/ssim", "test/bpp"):
         assert result["metrics"][key] == pytest.approx(tiny_run["metrics"][key], abs=1e-4), key
     rows = {(r["sequence"], r["sigma"]): r for r in result["rows"]}
-    expected = {(r["name"], r["sigma"]): r for r in tiny_run["records"]}
+    expected = {(r["name"], round(r["sigma"] * 255)): r for r in tiny_run["records"]}
     for key, record in expected.items():
         assert rows[key]["psnr"] == pytest.approx(record["psnr"], abs=1e-4)
     with open(tmp_path / "results.csv") as f:
@@ -79,11 +79,12 @@ def test_incompatible_checkpoint_is_reported(tiny_run, tmp_path):
 
 
 def test_summary_averages_frames_per_sequence_then_sequences_per_sigma():
+    s10, s30 = 10 / 255, 30 / 255  # records carry σ in [0, 1] units; rows show 0-255
     records = [  # sequence "a" split into two clips of 3 and 1 frames
-        {"name": "a", "sigma": 10, "psnr": 30.0, "ssim": 0.9, "bpp": 0.2, "num_frames": 3},
-        {"name": "a", "sigma": 10, "psnr": 34.0, "ssim": 0.5, "bpp": 0.6, "num_frames": 1},
-        {"name": "b", "sigma": 10, "psnr": 20.0, "ssim": 0.6, "bpp": 0.1, "num_frames": 2},
-        {"name": "a", "sigma": 30, "psnr": 25.0, "ssim": 0.7, "bpp": 0.3, "num_frames": 4},
+        {"name": "a", "sigma": s10, "psnr": 30.0, "ssim": 0.9, "bpp": 0.2, "num_frames": 3},
+        {"name": "a", "sigma": s10, "psnr": 34.0, "ssim": 0.5, "bpp": 0.6, "num_frames": 1},
+        {"name": "b", "sigma": s10, "psnr": 20.0, "ssim": 0.6, "bpp": 0.1, "num_frames": 2},
+        {"name": "a", "sigma": s30, "psnr": 25.0, "ssim": 0.7, "bpp": 0.3, "num_frames": 4},
     ]
     rows = {(r["sequence"], r["sigma"]): r for r in evaluation.summarize(records)}
     assert rows[("a", 10)]["psnr"] == pytest.approx(31.0)  # (3·30 + 34) / 4

@@ -12,7 +12,7 @@ import torch
 
 from datamodules.clip_transforms import check_clip
 from datamodules.degradations.haze import SyntheticHaze
-from datamodules.degradations.noise import GaussianNoise
+from datamodules.degradations.noise import GaussianNoise, sigma_from_255, sigma_to_255
 from datamodules.degradations.rain import SyntheticRain
 
 
@@ -40,10 +40,13 @@ DEGRADATIONS = {
 
 
 def build_degradation(name: str, **kwargs):
-    """Build the degradation called ``name`` ("noise", "rain", "haze", "none") with ``kwargs``
-    passed to its constructor."""
+    """Build the degradation called ``name`` ("noise", "rain", "haze", "none") from ``kwargs``
+    as a data config writes them: noise levels (``sigma_range``, ``fixed_sigma``) on the 0-255
+    scale, converted here by ``sigma_from_255``."""
     if name not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {name!r}; valid names: {', '.join(DEGRADATIONS)}")
+    if name == "noise":
+        kwargs = {k: (sigma_from_255(v) if v is not None else None) for k, v in kwargs.items()}
     try:
         return DEGRADATIONS[name](**kwargs)
     except TypeError as error:
@@ -60,4 +63,6 @@ __all__ = [
     "SyntheticRain",
     "TASK_OF_DEGRADATION",
     "build_degradation",
+    "sigma_from_255",
+    "sigma_to_255",
 ]

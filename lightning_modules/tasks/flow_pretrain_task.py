@@ -7,14 +7,11 @@ docs/ARCHITECTURE.md) and
 
 with photometric = Charbonnier or census, and S the first-order edge-aware smoothness. Validation
 also logs the unmasked warp error against the zero-flow error (``val/photometric_ratio`` < 1 means
-the flow explains motion). The trained weights go to the restoration presets either through
-:meth:`FlowPretrainTask.save_flow_weights` (a plain state dict of the flow module) or through
-:func:`flow_state_dict_from_checkpoint`, which reads the ``flow.*`` entries of this task's
-Lightning checkpoint.
+the flow explains motion). The restoration presets read the trained weights from this task's
+checkpoint through ``model.flow.pretrained=<checkpoint>`` (``SpyNet.load_pretrained``).
 """
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -28,7 +25,6 @@ from lightning_modules.tasks.lr_schedules import (
     check_optimizer_arguments,
     configure_optimizer_and_scheduler,
 )
-from lightning_modules.tasks.restoration_task import first_sample_on_cpu
 
 PHOTOMETRIC_LOSSES = ("charbonnier", "census")
 
@@ -42,19 +38,6 @@ def in_bounds_mask(flow: torch.Tensor) -> torch.Tensor:
     y = ys + flow[:, 1]
     inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     return inside.unsqueeze(1).to(flow.dtype)
-
-
-def flow_state_dict_from_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The flow module's state dict from a FlowPretrainTask Lightning checkpoint (``flow.*``)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint)
-    flow_state = {k[len("flow.") :]: v for k, v in state.items() if k.startswith("flow.")}
-    if not flow_state:
-        raise KeyError(
-            f"{path}: no 'flow.*' entries in the checkpoint's state_dict; is it a "
-            f"FlowPretrainTask checkpoint?"
-        )
-    return flow_state
 
 
 class FlowPretrainTask(pl.LightningModule):
@@ -105,8 +88,6 @@ class FlowPretrainTask(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.val_warp_error = MeanMetric()
         self.val_zero_flow_error = MeanMetric()
-        self.last_visuals: dict[str, Any] | None = None
-        self._visuals_wanted = False
 
     def forward(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
         return self.flow(ref, supp)
@@ -163,10 +144,6 @@ class FlowPretrainTask(pl.LightningModule):
             )
         return terms["loss"]
 
-    def request_visuals(self, maps: bool = False) -> None:
-        """Store ``last_visuals`` (frames and per-frame ``flow`` maps) from the next val batch 0."""
-        self._visuals_wanted = True
-
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         clip = self._clip(batch)
         batch_size, num_frames = clip.shape[:2]
@@ -185,20 +162,6 @@ class FlowPretrainTask(pl.LightningModule):
                 prog_bar=key == "loss",
                 batch_size=batch_size,
             )
-        if self._visuals_wanted and batch_idx == 0:
-            flows = terms["flow"].unflatten(0, (batch_size, num_frames - 1))
-            warped = terms["warped"].unflatten(0, (batch_size, num_frames - 1))
-            self.last_visuals = {
-                "epoch": self.current_epoch,
-                "global_step": self.global_step,
-                "name": (batch.get("name") or [""])[0],
-                "lq": first_sample_on_cpu(clip),
-                "gt": first_sample_on_cpu(clip),
-                "warped": first_sample_on_cpu(warped),
-                # Frame 0 has no predecessor, hence no flow.
-                "maps": [{}] + [{"flow": f} for f in first_sample_on_cpu(flows)],
-            }
-            self._visuals_wanted = False
 
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's warp error, zero-flow error and their ratio (synced means)."""
@@ -217,10 +180,3 @@ class FlowPretrainTask(pl.LightningModule):
         return configure_optimizer_and_scheduler(
             optimizer, self.scheduler_factory, self.trainer, self.hparams.scheduler_interval
         )
-
-    def save_flow_weights(self, path: str | Path) -> Path:
-        """Write the flow module's state dict (keys without the ``flow.`` prefix) to ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in self.flow.state_dict().items()}, path)
-        return path

@@ -25,6 +25,7 @@ from lightning_modules.tasks.lr_schedules import (
     configure_optimizer_and_scheduler,
 )
 from lightning_modules.tasks.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr_ssim
+from lightning_modules.tasks.network_inputs import network_inputs
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -33,11 +34,6 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 def _as_scalar(value: Any, like: torch.Tensor) -> torch.Tensor:
     """Net outputs such as ``bpp`` may be Python numbers for codec-free nets; make them tensors."""
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
-
-
-def first_sample_on_cpu(x: torch.Tensor) -> torch.Tensor:
-    """``x[0]``, detached, float32, on the CPU (what image callbacks consume)."""
-    return x[0].detach().float().cpu()
 
 
 class RestorationTask(pl.LightningModule):
@@ -114,9 +110,6 @@ class RestorationTask(pl.LightningModule):
         self.val_metrics = ClipQualityMetrics(metric_space, crop_border)
         self.test_metrics = ClipQualityMetrics(metric_space, crop_border, metric_edge_frames)
         self.test_records: list[dict[str, Any]] = []
-        self.last_visuals: dict[str, Any] | None = None
-        self._visuals_wanted = False
-        self._maps_wanted = False
 
     # ----------------------------------------------------------------------------- network
     def forward(
@@ -125,21 +118,7 @@ class RestorationTask(pl.LightningModule):
         return self.net(lq, noise_level=noise_level, return_maps=return_maps)
 
     def _run_net(self, batch: dict[str, Any], return_maps: bool = False) -> Any:
-        lq = batch.get("lq")
-        if not isinstance(lq, torch.Tensor) or lq.dim() != 5 or lq.shape[2] != 3:
-            got = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
-            raise ValueError(
-                f"RestorationTask: batch['lq'] must be a (B, T, 3, H, W) tensor, got {got}"
-            )
-        noise_level = None
-        if getattr(self.net, "noise_channel", False):
-            if "sigma" not in batch:
-                raise KeyError(
-                    "RestorationTask: the network takes a noise level "
-                    "(net.noise_channel=True) but the batch has no 'sigma' key"
-                )
-            noise_level = torch.as_tensor(batch["sigma"], dtype=lq.dtype, device=lq.device)
-            noise_level = noise_level.reshape(-1)
+        lq, noise_level = network_inputs(batch, self.net)
         return self(lq, noise_level=noise_level, return_maps=return_maps)
 
     @staticmethod
@@ -274,42 +253,10 @@ class RestorationTask(pl.LightningModule):
             )
         return out, psnr, ssim
 
-    def request_visuals(self, maps: bool = False) -> None:
-        """Ask for ``last_visuals`` from the first batch of the next validation epoch.
-
-        Called by image callbacks on their schedule; ``maps=True`` also runs that batch with
-        ``return_maps=True``. Without a request, validation stores nothing.
-        """
-        self._visuals_wanted = True
-        self._maps_wanted = self._maps_wanted or maps
-
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        capture = self._visuals_wanted and batch_idx == 0 and dataloader_idx == 0
-        out, _, _ = self._evaluate(
-            batch, "val", self.val_metrics, return_maps=capture and self._maps_wanted
-        )
-        if capture:
-            self._capture_visuals(batch, out)
-
-    def _capture_visuals(self, batch: dict[str, Any], out: Any) -> None:
-        gt = batch.get("gt")
-        names = batch.get("name")
-        self.last_visuals = {
-            "epoch": self.current_epoch,
-            "global_step": self.global_step,
-            "name": names[0] if names else "",
-            "lq": first_sample_on_cpu(batch["lq"]),
-            "restored": first_sample_on_cpu(out.restored),
-            "gt": first_sample_on_cpu(gt) if gt is not None else None,
-            "maps": [
-                {key: first_sample_on_cpu(value) for key, value in frame_maps.items()}
-                for frame_maps in (out.maps or [])
-            ],
-        }
-        self._visuals_wanted = False
-        self._maps_wanted = False
+        self._evaluate(batch, "val", self.val_metrics, return_maps=False)
 
     def on_test_epoch_start(self) -> None:
         self.test_records = []
@@ -317,7 +264,7 @@ class RestorationTask(pl.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         """Log test metrics and append one record per clip to ``test_records``.
 
-        Record keys: ``name``, ``sigma`` (σ·255 rounded, int), ``psnr``/``ssim`` (means of the
+        Record keys: ``name``, ``sigma`` (float, [0, 1] units), ``psnr``/``ssim`` (means of the
         per-frame values over the scored frames, see ``metric_edge_frames``; NaN without ``gt``),
         ``num_frames`` (frames scored), ``psnr_per_frame``/``ssim_per_frame`` and ``frame_idx``
         (every frame of the clip) and ``bpp``. The net reports one bpp per batch, so
@@ -343,7 +290,7 @@ class RestorationTask(pl.LightningModule):
             self.test_records.append(
                 {
                     "name": names[i],
-                    "sigma": int(round(float(sigma[i]) * 255)),
+                    "sigma": float(sigma[i]),
                     "psnr": sum(psnr_frames[scored]) / num_scored,
                     "ssim": sum(ssim_frames[scored]) / num_scored,
                     "bpp": bpp,

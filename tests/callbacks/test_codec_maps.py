@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from callbacks.codec_maps import CodecMaps, colorize_map, viridis
+from callbacks.validation_visuals import ClipVisuals
 
 
 def test_viridis_end_points_and_monotone_brightness():
@@ -41,10 +42,10 @@ def test_colorize_map_is_not_flattened_by_one_extreme_position():
 
 
 def test_codec_maps_skip_nets_without_codec():
-    visuals = {"lq": torch.zeros(2, 3, 8, 8), "maps": [{"flow": torch.zeros(2, 8, 8)}] * 2}
+    visuals = ClipVisuals("a", torch.zeros(2, 3, 8, 8), maps=[{"flow": torch.zeros(2, 8, 8)}] * 2)
     assert CodecMaps().make_images(visuals) == {}
     codec = {k: torch.rand(5, 2, 2) for k in ("q", "mu", "sigma", "bits")}
-    images = CodecMaps().make_images({"lq": torch.zeros(2, 3, 8, 8), "maps": [{}, codec]})
+    images = CodecMaps().make_images(ClipVisuals("a", torch.zeros(2, 3, 8, 8), maps=[{}, codec]))
     assert set(images) == {"q", "mu", "sigma", "bits"}
     assert all(img.shape == (3, 8, 8) for img in images.values())
     with pytest.raises(ValueError, match="every_n_epochs"):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -12,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from callbacks import CodecMaps, FlowViews, RestorationStrips
+from callbacks.validation_visuals import clip_visuals
 from lightning_modules.stages.network import NetworkOutput
 from lightning_modules.tasks.flow_pretrain_task import FlowPretrainTask
 from lightning_modules.tasks.restoration_task import RestorationTask
@@ -146,11 +148,23 @@ def test_codec_maps_skip_codec_free_nets_and_schedule_is_respected(tmp_path):
     assert net.return_maps_calls == 2
 
 
-def test_no_visuals_requested_without_callbacks(tmp_path):
+def test_no_maps_are_computed_without_callbacks(tmp_path):
+    net = TinyNet()
+    _fit(tmp_path, _task(net), [])
+    assert net.return_maps_calls == 0
+
+
+def test_clip_visuals_of_the_first_clip_detached_on_cpu():
     net = TinyNet()
     task = _task(net)
-    _fit(tmp_path, task, [])
-    assert net.return_maps_calls == 0 and task.last_visuals is None
+    batch = next(iter(DataLoader(Clips(), batch_size=2)))
+    visuals = clip_visuals(task, batch)
+    assert visuals.lq.shape == visuals.restored.shape == visuals.gt.shape == (T, 3, H, W)
+    assert visuals.name == "clip0" and visuals.restored.device.type == "cpu"
+    assert not visuals.restored.requires_grad
+    assert len(visuals.maps) == T and visuals.maps[0]["q"].shape == (6, H // 4, W // 4)
+    assert clip_visuals(task, batch) is visuals and net.return_maps_calls == 1  # shared
+    assert clip_visuals(pl.LightningModule(), batch) is None  # neither net nor flow
 
 
 class Translation(nn.Module):

@@ -100,6 +100,10 @@ def test_eval_windows_and_whole_sequences():
     torch.testing.assert_close(whole[1]["gt"], full[..., 4:12, 5:15])
 
 
+def _fixed_noise(*sigmas_255):
+    return [GaussianNoise(fixed_sigma=s / 255) for s in sigmas_255]
+
+
 def test_fixed_sigma_test_noise_is_seeded_per_item_and_regenerable():
     sequences = [_clean("a", 4, seed=1), _clean("b", 4, seed=2)]
 
@@ -109,7 +113,7 @@ def test_fixed_sigma_test_noise_is_seeded_per_item_and_regenerable():
             clip_len=-1,
             train=False,
             patch_size=None,
-            fixed_sigmas=[10, 50],
+            degradation=_fixed_noise(10, 50),
             seed=3,
         )
 
@@ -119,9 +123,10 @@ def test_fixed_sigma_test_noise_is_seeded_per_item_and_regenerable():
     assert item["name"] == "a" and item["sigma"].item() == pytest.approx(50 / 255)
     noise = item["lq"] - item["gt"]
     assert noise.std().item() == pytest.approx(50 / 255, rel=0.05)
-    # The documented seed: (seed, "eval", name, start, σ) -> GaussianNoise(fixed_sigma=σ).
-    generator = torch.Generator().manual_seed(derive_seed(3, "eval", "a", 0, 50.0))
-    regenerated, _ = GaussianNoise(fixed_sigma=50)(item["gt"], generator)
+    # The documented seed: (seed, "eval", name, start, repr(degradation)).
+    noise_50 = GaussianNoise(fixed_sigma=50 / 255)
+    generator = torch.Generator().manual_seed(derive_seed(3, "eval", "a", 0, repr(noise_50)))
+    regenerated, _ = noise_50(item["gt"], generator)
     torch.testing.assert_close(item["lq"], regenerated)
     # Identical in another instance, even with another sequence in front of it.
     assert torch.equal(second[3]["lq"], item["lq"])
@@ -134,7 +139,7 @@ def test_fixed_sigma_noise_does_not_depend_on_worker_count():
         clip_len=2,
         train=False,
         patch_size=None,
-        fixed_sigmas=[20, 40],
+        degradation=_fixed_noise(20, 40),
     )
 
     def batches(workers):
@@ -151,7 +156,7 @@ def test_noise_degradation_on_clean_sequences_in_training():
         clip_len=4,
         patch_size=None,
         flip=False,
-        degradation=GaussianNoise(fixed_sigma=30),
+        degradation=GaussianNoise(fixed_sigma=30 / 255),
     )
     item = dataset[0]
     assert item["sigma"].item() == pytest.approx(30 / 255)
@@ -235,12 +240,12 @@ def test_bad_configuration_errors():
     clean = [_clean()]
     with pytest.raises(ValueError, match="need a degradation"):
         ClipDataset(clean, clip_len=2)
-    with pytest.raises(ValueError, match="fixed_sigmas"):
-        ClipDataset(clean, clip_len=2, train=True, fixed_sigmas=[10])
-    with pytest.raises(ValueError, match="fixed_sigmas needs a noise degradation"):
-        ClipDataset(clean, clip_len=2, train=False, fixed_sigmas=[10], degradation=SyntheticRain())
+    with pytest.raises(ValueError, match="a list of degradations .* is for val/test"):
+        ClipDataset(clean, clip_len=2, train=True, degradation=_fixed_noise(10))
+    with pytest.raises(ValueError, match="must not be empty"):
+        ClipDataset(clean, clip_len=2, train=False, degradation=[])
     with pytest.raises(ValueError, match="'pair' has its own degraded frames"):
-        ClipDataset([_paired()], clip_len=2, train=False, fixed_sigmas=[10])
+        ClipDataset([_paired()], clip_len=2, train=False, degradation=_fixed_noise(10, 20))
     with pytest.raises(ValueError, match="clip_len"):
         ClipDataset(clean, clip_len=-1, train=True, degradation=NoDegradation())
     with pytest.raises(ValueError, match="non-empty list of Sequence"):
@@ -257,7 +262,9 @@ def test_real_frames_clean_and_paired(shared_data):
 
     set8 = sorted((shared_data / "set8" / "hypersmooth").glob("*.png"))[:3]
     clean = Sequence("hypersmooth", gt=ImageFiles(set8))
-    dataset = ClipDataset([clean], clip_len=-1, train=False, patch_size=64, fixed_sigmas=[20])
+    dataset = ClipDataset(
+        [clean], clip_len=-1, train=False, patch_size=64, degradation=_fixed_noise(20)
+    )
     item = dataset[0]
     assert item["gt"].shape == (3, 3, 64, 64) and item["gt"].std() > 0.02
     assert (item["lq"] - item["gt"]).std().item() == pytest.approx(20 / 255, rel=0.05)

@@ -1,7 +1,7 @@
 """FlowPretrainTask on a real photograph moving by a known shift.
 
 The flow module here is a learnable global translation, so the test checks the task (losses,
-warping direction, masks, ratio, weight export), not a flow network.
+warping direction, masks, ratio, checkpoint), not a flow network.
 """
 
 import functools
@@ -13,11 +13,7 @@ from skimage import data
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_modules.tasks.flow_pretrain_task import (
-    FlowPretrainTask,
-    flow_state_dict_from_checkpoint,
-    in_bounds_mask,
-)
+from lightning_modules.tasks.flow_pretrain_task import FlowPretrainTask, in_bounds_mask
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 SHIFT = 2  # pixels per frame: frame_t(p) = frame_{t-1}(p + (SHIFT, 0)), backward flow = +SHIFT
@@ -102,25 +98,6 @@ def test_in_bounds_mask():
     assert mask[..., :3].sum() == 12 and mask[..., 3:].sum() == 0
 
 
-def test_flow_weights_export_loads_into_a_fresh_module(tmp_path):
-    task = FlowPretrainTask(TranslationFlow(), functools.partial(torch.optim.Adam, lr=0.1))
-    with torch.no_grad():
-        task.flow.translation.fill_(1.5)
-    path = task.save_flow_weights(tmp_path / "weights" / "flow.pth")
-    fresh = TranslationFlow()
-    fresh.load_state_dict(torch.load(path, weights_only=True))
-    assert fresh.translation.tolist() == [1.5, 1.5]
-
-    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
-    trainer.fit(task, DataLoader(MovingCrop(), batch_size=1))
-    trainer.save_checkpoint(tmp_path / "flow.ckpt")
-    state = flow_state_dict_from_checkpoint(tmp_path / "flow.ckpt")
-    assert set(state) == set(TranslationFlow().state_dict())
-    torch.save({"state_dict": {"net.x": torch.zeros(1)}}, tmp_path / "other.ckpt")
-    with pytest.raises(KeyError, match="flow"):
-        flow_state_dict_from_checkpoint(tmp_path / "other.ckpt")
-
-
 def test_bad_arguments():
     adam = functools.partial(torch.optim.Adam)
     with pytest.raises(ValueError, match="photometric"):
@@ -129,7 +106,8 @@ def test_bad_arguments():
         FlowPretrainTask(TranslationFlow(), adam, smooth_weight=-1)
 
 
-def test_exported_weights_load_into_spynet(tmp_path):
+def test_the_task_checkpoint_loads_into_spynet(tmp_path):
+    """The one route for flow weights: SpyNet.load_pretrained reads this task's checkpoint."""
     from lightning_modules.stages.spynet import SpyNet
 
     torch.manual_seed(0)
@@ -137,8 +115,8 @@ def test_exported_weights_load_into_spynet(tmp_path):
     frames = MovingCrop().clip
     trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(task, DataLoader(MovingCrop(), batch_size=1))
-    path = task.save_flow_weights(tmp_path / "spynet_pretrained.pth")
-    fresh = SpyNet(num_levels=3, pretrained=str(path))
+    trainer.save_checkpoint(tmp_path / "flow.ckpt")
+    fresh = SpyNet(num_levels=3, pretrained=str(tmp_path / "flow.ckpt"))
     with torch.no_grad():
         expected = task.flow(frames[1:], frames[:-1])
         assert torch.equal(fresh(frames[1:], frames[:-1]), expected)

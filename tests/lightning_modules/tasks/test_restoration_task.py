@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from callbacks.validation_visuals import clip_visuals
 from lightning_modules.stages.network import NetworkOutput
 from lightning_modules.tasks.lr_schedules import warmup_cosine
 from lightning_modules.tasks.metrics import frame_psnr_ssim
@@ -204,7 +205,7 @@ def test_overfits_a_fixed_tiny_batch(tmp_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_validation_logs_and_visuals_only_on_request(tmp_path):
+def test_validation_logs_every_metric(tmp_path):
     torch.manual_seed(0)
     task = RestorationTask(StandInNet(), _adam())
     trainer = tiny_trainer(tmp_path, max_steps=1)
@@ -212,15 +213,6 @@ def test_validation_logs_and_visuals_only_on_request(tmp_path):
     trainer.validate(task, data, verbose=False)
     for key in ("loss", "distortion", "bpp", "bpp_y", "bpp_z", "psnr", "ssim"):
         assert torch.isfinite(trainer.callback_metrics[f"val/{key}"]), key
-    assert task.last_visuals is None  # nobody asked
-
-    task.request_visuals(maps=True)
-    trainer.validate(task, data, verbose=False)
-    visuals = task.last_visuals
-    assert visuals["lq"].shape == visuals["restored"].shape == visuals["gt"].shape == (3, 3, 16, 16)
-    assert visuals["name"] == "seq0" and visuals["restored"].device.type == "cpu"
-    assert not visuals["restored"].requires_grad
-    assert len(visuals["maps"]) == 3 and visuals["maps"][0]["q"].shape == (4, 4, 4)
 
 
 def test_test_records_per_clip(tmp_path):
@@ -231,7 +223,7 @@ def test_test_records_per_clip(tmp_path):
     trainer.test(task, DataLoader(data, batch_size=1), verbose=False)
     records = task.test_records
     assert [r["name"] for r in records] == ["seq0", "seq1", "seq2"]
-    assert all(r["sigma"] == 30 and r["num_frames"] == 3 for r in records)
+    assert all(r["sigma"] == pytest.approx(30 / 255) and r["num_frames"] == 3 for r in records)
     assert records[0]["frame_idx"] == [0, 1, 2]
     with torch.no_grad():
         restored = task.net(data.lq[:1], noise_level=torch.tensor([30 / 255])).restored
@@ -322,12 +314,11 @@ def test_real_network_trains_and_gives_codec_maps(tmp_path):
     trainer = tiny_trainer(tmp_path, max_steps=8, limit_val_batches=0, callbacks=[Record()])
     trainer.fit(task, DataLoader(data, batch_size=2))
     assert losses[-1] < losses[0]
-    task.request_visuals(maps=True)
     evaluator = tiny_trainer(tmp_path)
     evaluator.validate(task, DataLoader(data, batch_size=1), verbose=False)
     val_bpp = evaluator.callback_metrics["val/bpp"]
     assert torch.isfinite(val_bpp) and val_bpp > 0
-    last = task.last_visuals["maps"][-1]
+    last = clip_visuals(task.eval(), next(iter(DataLoader(data, batch_size=2)))).maps[-1]
     assert {"q", "mu", "sigma", "bits", "flow", "flow_refined"} <= set(last)
     assert last["q"].min() >= 0.5  # the adaptive step's lower bound
 
