@@ -160,7 +160,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     text = write_results(rows, metric_space, Path(cfg.paths.output_dir))
     print(text)
     log.info("results written to %s", Path(cfg.paths.output_dir) / "results.md")
-    return {"metrics": metrics, "rows": rows, "markdown": text}
+    result = {"metrics": metrics, "rows": rows, "markdown": text}
+    if cfg.purification:
+        result["purification"] = write_purification(task, datamodule, Path(cfg.paths.output_dir))
+    return result
+
+
+def write_purification(task: pl.LightningModule, datamodule: Any, out_dir: Path) -> float | None:
+    """The purification ratio of the first test clip (callbacks/purification.py), printed, and its
+    t-SNE picture written to ``purification_tsne.png``; None when the clip has no clean frames."""
+    from PIL import Image
+
+    from callbacks.purification import purification, tsne_image
+
+    batch = next(iter(datamodule.test_dataloader()))
+    result = purification(task.net.eval(), batch)
+    if result is None:
+        log.warning("purification: the first test clip has no clean frames or a single frame")
+        return None
+    Image.fromarray(tsne_image(result)).save(out_dir / "purification_tsne.png")
+    print(
+        f"purification ratio (temporal features to clean-video features, after / before the "
+        f"codec; < 1: the codec purifies): {result.ratio:.4f}; t-SNE: "
+        f"{out_dir / 'purification_tsne.png'}"
+    )
+    return result.ratio
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -97,6 +97,8 @@ def train(
     loggers = instantiate_collection(cfg.get("logger"), "logger")
     if not loggers:  # LearningRateMonitor refuses a trainer without loggers (e.g. logger=null)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    if cfg.trainer.get("enable_progress_bar") is False:  # as Lightning users expect: no bar
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     trainer: pl.Trainer = instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
     )

@@ -1,9 +1,18 @@
-"""Lightning callbacks: image logging of restoration strips, codec maps and flow views."""
+"""Lightning callbacks (they only read the model): restoration strips, codec maps, flow views,
+the temporal gain and the codec's purification ratio."""
 
 from callbacks.codec_maps import CodecMaps
 from callbacks.flow_views import FlowViews
 from callbacks.image_logging import log_images
+from callbacks.purification import Purification
 from callbacks.restoration_strips import RestorationStrips
 from callbacks.temporal_gain import TemporalGain
 
-__all__ = ["CodecMaps", "FlowViews", "RestorationStrips", "TemporalGain", "log_images"]
+__all__ = [
+    "CodecMaps",
+    "FlowViews",
+    "Purification",
+    "RestorationStrips",
+    "TemporalGain",
+    "log_images",
+]

@@ -63,14 +63,25 @@ def model_tiny(preset: str) -> list[str]:
     return tiny
 
 
+# The flow pre-training's own data (synthetic pairs with known flow), shrunk.
+FLOW_DATA_TINY = [
+    "data=flow_pairs",
+    "data.size=48",
+    "data.batch_size=1",
+    "data.val_batch_size=1",
+    "data.train_length=4",
+    "data.val_length=2",
+]
+
+
 def tiny_overrides(preset: str, out_dir: Path, logger: str = "csv") -> list[str]:
-    """All overrides for a seconds-long CPU run of ``preset`` writing into ``out_dir``."""
+    """All overrides for a seconds-long CPU run of ``preset`` (on its data) into ``out_dir``."""
     return [
         f"model={preset}",
         f"logger={logger}",
         f"paths.output_dir={out_dir}",
         f"paths.log_dir={out_dir}/logs",
-        *DATA_TINY,
+        *(FLOW_DATA_TINY if preset == "flow_pretrain" else DATA_TINY),
         *TRAINER_TINY,
         *model_tiny(preset),
     ]
@@ -79,9 +90,9 @@ def tiny_overrides(preset: str, out_dir: Path, logger: str = "csv") -> list[str]
 def tiny_network(preset: str = "adaptive_q", overrides: list[str] = ()) -> nn.Module:
     """A preset's network from ``conf/``, shrunk: N = 16, 3-level SPyNet, small latent.
 
-    A stage switched off by an override (``model/mv_refine=none``, ``model/codec=none``) gets
-    none of the shrinking keys of that stage."""
-    off = {o.split("=")[0].split("/")[-1] for o in overrides if o.endswith("=none")}
+    A stage picked by an override (``model/mv_refine=none``, ``model/flow=zero``) gets none of
+    the shrinking keys of that stage."""
+    off = {o.split("=")[0].split("/")[-1] for o in overrides if o.startswith("model/")}
     tiny = [
         o for o in model_tiny(preset) if o != "model.warmup_steps=0" and o.split(".")[1] not in off
     ]

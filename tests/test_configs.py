@@ -11,6 +11,8 @@ from lightning_modules.stages.attention import ConcatFusion
 from tests.conftest_config import CONF_DIR, PRESETS, compose_config
 
 ENTRY_CONFIGS = {"train.yaml", "eval.yaml", "restore.yaml"}
+# Options that only make sense with another one (the flow pre-training's data and its model).
+COMPANIONS = {("data", "flow_pairs"): ["model=flow_pretrain"]}
 
 
 def _group_options() -> list[tuple[str, str]]:
@@ -63,6 +65,7 @@ def test_every_yaml_composes_and_validates(hydra_ctx, tmp_path, group, option):
     overrides = [f"paths.output_dir={tmp_path}"]
     if (group, option) != ("hydra", "default"):
         overrides.append(f"{group}={option}")
+    overrides += COMPANIONS.get((group, option), [])
     cfg = compose_config("train", overrides)
     container = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     assert container["model"]["task"]["_target_"]

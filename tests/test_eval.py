@@ -44,12 +44,22 @@ def test_eval_reproduces_the_in_process_test_metrics(tiny_run, tmp_path, capsys)
 
 
 @pytest.mark.slow
+def test_purification_option_writes_the_ratio_and_the_tsne_picture(tiny_run, tmp_path, capsys):
+    result = _evaluate(
+        [f"ckpt_path={tiny_run['best']}", f"paths.output_dir={tmp_path}", "purification=true"]
+    )
+    assert result["purification"] > 0 and math.isfinite(result["purification"])
+    assert (tmp_path / "purification_tsne.png").stat().st_size > 1000
+    assert "purification ratio" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_model_is_rebuilt_from_the_checkpoint_file_alone(tiny_run, tmp_path):
     moved = tmp_path / "elsewhere.ckpt"
     moved.write_bytes(tiny_run["last"].read_bytes())
     task, config = build_task_from_checkpoint(moved)
     assert type(task).__name__ == "RestorationTask" and not task.training
-    stored = torch.load(moved, map_location="cpu", weights_only=False)["state_dict"]
+    stored = torch.load(moved, map_location="cpu", weights_only=True)["state_dict"]
     for key, value in task.state_dict().items():
         assert torch.equal(value, stored[key]), key
     assert config.model.task.net.codec.quantizer == "adaptive"

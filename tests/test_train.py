@@ -47,7 +47,7 @@ def test_fast_dev_run_of_every_preset(tmp_path, preset):
     assert math.isfinite(metrics["train/loss"])
     if preset == "flow_pretrain":
         assert "test/psnr" not in metrics  # the flow task has no test step; skipped
-        assert 0 < metrics["val/photometric_ratio"] < 2
+        assert 0 < metrics["val/flow_error_ratio"] < 2
     else:
         assert 0 < metrics["test/psnr"] < 60
         assert (metrics["test/bpp"] == 0) == (preset == "no_codec")

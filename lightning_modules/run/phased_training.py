@@ -8,9 +8,12 @@ Each phase is a dict::
     init_from: previous                 # previous | none: start from the last phase's weights
     checkpoint: best                    # best | last: which checkpoint a later phase reads
     flow_from: flow                     # an earlier phase whose checkpoint holds the flow stage
+    inherit: [trainer, logger, seed]    # command-line overrides it takes (default: all of them)
 
 A phase's config is composed again from the job's command-line overrides followed by the phase's
-(a phase override replaces a command-line one for the same key), with ``training_phases=null``
+(a phase override replaces a command-line one for the same key; with ``inherit``, only the
+command-line overrides of those top-level keys are taken, e.g. a flow pre-training on its own
+data that must not get the restoration data's ``data.root``), with ``training_phases=null``
 and ``paths.output_dir`` set to the phase folder. ``init_from: previous`` copies weights
 non-strictly: every tensor whose name and shape match is loaded, the rest keep their
 initialisation (e.g. the codec when going from no_codec to adaptive_q); the counts are logged.
@@ -50,6 +53,7 @@ class Phase:
     init_from: str = "previous"
     checkpoint: str = "best"
     flow_from: str | None = None
+    inherit: list[str] | None = None
 
 
 def _check_choice(where: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -83,6 +87,11 @@ def parse_phases(entries: Any) -> list[Phase]:
         overrides = entry.get("overrides", [])
         if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
             raise ValueError(f"{where}.overrides: expected a list of 'key=value' strings")
+        inherit = entry.get("inherit")
+        if inherit is not None and (
+            not isinstance(inherit, list) or not all(isinstance(k, str) for k in inherit)
+        ):
+            raise ValueError(f"{where}.inherit: expected a list of top-level keys, got {inherit!r}")
         flow_from = entry.get("flow_from")
         earlier = [p.name for p in phases]
         if flow_from is not None and flow_from not in earlier:
@@ -101,6 +110,7 @@ def parse_phases(entries: Any) -> list[Phase]:
                     f"{where}.checkpoint", entry.get("checkpoint", "best"), CHECKPOINT_CHOICES
                 ),
                 flow_from,
+                inherit,
             )
         )
     return phases
@@ -112,10 +122,16 @@ def _override_key(override: str) -> str:
     return key.split("@", 1)[0]
 
 
-def merge_overrides(base: list[str], phase: list[str]) -> list[str]:
-    """``base`` then ``phase``, dropping base overrides of keys the phase sets again."""
+def merge_overrides(
+    base: list[str], phase: list[str], inherit: list[str] | None = None
+) -> list[str]:
+    """``base`` then ``phase``, dropping base overrides of keys the phase sets again and, with
+    ``inherit``, those whose top-level key (``trainer`` of ``trainer.max_steps=5``) is not in it."""
     phase_keys = {_override_key(o) for o in phase}
-    return [o for o in base if _override_key(o) not in phase_keys] + list(phase)
+    kept = [o for o in base if _override_key(o) not in phase_keys]
+    if inherit is not None:
+        kept = [o for o in kept if _override_key(o).split(".")[0].split("/")[0] in inherit]
+    return kept + list(phase)
 
 
 def load_weights_non_strict(model: pl.LightningModule, ckpt_path: str | Path) -> dict[str, list]:
@@ -181,7 +197,7 @@ def run_phases(cfg: DictConfig, train_fn: TrainFn) -> tuple[dict[str, float], di
                     f"phase '{phase.name}': flow_from '{phase.flow_from}' saved no checkpoint"
                 )
             extra.append(f"model.flow.pretrained={flow_checkpoint}")
-        overrides = merge_overrides(base, [*phase.overrides, *extra])
+        overrides = merge_overrides(base, [*phase.overrides, *extra], phase.inherit)
         log.info("phase %d/%d '%s': %s", k, len(phases), phase.name, " ".join(overrides))
         phase_cfg = compose(config_name=hydra_cfg.job.config_name, overrides=overrides)
         prepare = None

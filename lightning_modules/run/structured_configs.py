@@ -46,6 +46,7 @@ class EvalConfig:
     ckpt_path: str = MISSING
     seed: int | None = None
     float32_matmul_precision: str | None = None
+    purification: bool = False
     data: Any = None
     trainer: Any = MISSING
     logger: Any = None

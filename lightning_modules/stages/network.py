@@ -6,16 +6,23 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
 
     v_t     = flow(lq_t, lq_{t-1})                 (zero at t = 0)
     v̂_t     = mv_refine(v_t, lq_t, lq_{t-1})        (optional)
+    G_t     = warp(out_{t-1}, v̂_t)                  (guide_frame / blend; zeros at t = 0)
+    x̃_t     = blend(lq_t, G_t, σ)                   (optional; lq_t at t = 0)
+    E_t     = restoration.encode(x̃_t, [σ map, G_t])
     A_t     = alignment(S_{t-1}, v̂_t)               warped state, 3 scales
     P_t     = codec(A_t, context=E_t[2])            purified features + bits (optional)
-    E_t     = restoration.encode(lq_t, σ map)
     F_t[s]  = fusion[s](E_t[s], [P_t[s]])           attention (or plain concat) per scale
-    out_t, S_t = restoration.decode(F_t, lq_t)
+    out_t, S_t = restoration.decode(F_t, x̃_t)        out_t = x̃_t + residual
+
+With ``guide_frame`` the previous restored frame, aligned, joins the encoder's input (3 more
+channels after the σ map), and with ``blend`` (``temporal_blend.TemporalBlend``) it is averaged
+into the frame to restore where it agrees with it: clean pixel-level evidence of the current
+frame, next to the feature-level state the codec purifies.
 
 Bidirectional: a backward recurrence (t = T-1 .. 0, flow towards lq_{t+1}, its own fusion,
-shared stages) first gives purified backward features Q_t; the forward pass then fuses
-``[P_t, Q_t]``. Rates: bits_y/bits_z sum -log2 p over every quantized value of both passes;
-``bpp = (bits_y + bits_z) / (B·T·H·W)``.
+shared stages, its own guide frames) first gives purified backward features Q_t; the forward
+pass then fuses ``[P_t, Q_t]``. Rates: bits_y/bits_z sum -log2 p over every quantized value of
+both passes; ``bpp = (bits_y + bits_z) / (B·T·H·W)``.
 
 Without autograd (``torch.no_grad``) and without maps, the forward recursion keeps only the
 current state and writes each restored frame into a preallocated output, so memory does not
@@ -32,6 +39,7 @@ from torch import Tensor, nn
 
 from lightning_modules.stages.attention import TemporalAttentionFusion
 from lightning_modules.stages.restoration import RestorationUNet
+from lightning_modules.stages.warp import flow_warp
 
 # fusion(channels, num_temporal) -> module fusing current features with temporal ones per scale
 FusionFactory = Callable[..., nn.Module]
@@ -52,12 +60,14 @@ class NetworkOutput:
 
 @dataclass
 class _Purified:
-    """What one temporal step yields before fusion."""
+    """What one temporal step yields before fusion: purified features (3 scales), bits, codec
+    maps, and the aligned 1/4-scale features the codec received."""
 
     features: list[Tensor]
     bits_y: Tensor
     bits_z: Tensor
     maps: dict[str, Tensor]
+    aligned: Tensor
 
 
 class VideoRestorationNet(nn.Module):
@@ -78,13 +88,15 @@ class VideoRestorationNet(nn.Module):
         fusion: FusionFactory = TemporalAttentionFusion,
         bidirectional: bool = False,
         noise_channel: bool = True,
+        guide_frame: bool = False,
+        blend: nn.Module | None = None,
     ):
         super().__init__()
-        expected_extra = 1 if noise_channel else 0
+        expected_extra = (1 if noise_channel else 0) + (3 if guide_frame else 0)
         if getattr(restoration, "extra_channels", None) != expected_extra:
             raise ValueError(
-                f"restoration: noise_channel={noise_channel} needs a U-Net with "
-                f"extra_channels={expected_extra}, got "
+                f"restoration: noise_channel={noise_channel} and guide_frame={guide_frame} need "
+                f"a U-Net with extra_channels={expected_extra}, got "
                 f"{getattr(restoration, 'extra_channels', None)}"
             )
         self.flow = flow
@@ -94,6 +106,8 @@ class VideoRestorationNet(nn.Module):
         self.restoration = restoration
         self.bidirectional = bidirectional
         self.noise_channel = noise_channel
+        self.guide_frame = guide_frame
+        self.blend = blend
         num_temporal = 2 if bidirectional else 1
         self.fusion = nn.ModuleList(
             fusion(channels=c, num_temporal=num_temporal) for c in restoration.channels
@@ -135,56 +149,81 @@ class VideoRestorationNet(nn.Module):
             raise ValueError(f"lq: T, H and W must be >= 1, got shape {tuple(lq.shape)}")
 
     # ------------------------------------------------------------------ one temporal step
+    def _motion(
+        self, state: list[Tensor] | None, current: Tensor, neighbour: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """(flow, refined flow) towards ``neighbour``; zero when there is no state yet."""
+        if state is None:
+            flow = current.new_zeros(current.shape[0], 2, *current.shape[2:])
+            return flow, flow
+        flow = self.flow(current, neighbour)
+        refined = flow if self.mv_refine is None else self.mv_refine(flow, current, neighbour)
+        return flow, refined
+
+    def _encode(
+        self,
+        current: Tensor,
+        noise_map: Tensor | None,
+        previous_out: Tensor | None,
+        refined: Tensor,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """(the frame the U-Net restores, E_t): ``current``, or its blend with the aligned
+        previous output G_t (``blend``); E_t from it, the σ map and G_t (``guide_frame``)."""
+        needs_guide = self.guide_frame or self.blend is not None
+        guide = None
+        if needs_guide:
+            guide = (
+                torch.zeros_like(current)
+                if previous_out is None
+                else flow_warp(previous_out, refined)
+            )
+        frame = current
+        if self.blend is not None and previous_out is not None:
+            level = None if noise_map is None else noise_map[:, 0, 0, 0]
+            frame = self.blend(current, guide, level)
+        extra = [] if noise_map is None else [noise_map]
+        if self.guide_frame:
+            extra.append(guide)
+        encoded = self.restoration.encode(frame, torch.cat(extra, 1) if extra else None)
+        return frame, encoded
+
     def _purify(
         self,
         state: list[Tensor] | None,
-        current: Tensor,
-        neighbour: Tensor | None,
+        refined: Tensor,
         encoded: list[Tensor],
-        want_maps: bool,
     ) -> _Purified:
-        """Flow -> refine -> align the state -> codec; zero state and flow when state is None."""
-        batch, _, height, width = current.shape
+        """Align the state by the refined flow, then the codec; zero features without a state."""
         if state is None:
-            flow = current.new_zeros(batch, 2, height, width)
-            refined = flow
             aligned = [torch.zeros_like(e) for e in encoded]
         else:
-            flow = self.flow(current, neighbour)
-            refined = flow if self.mv_refine is None else self.mv_refine(flow, current, neighbour)
             aligned = self.alignment(state, refined)
-
-        maps: dict[str, Tensor] = {}
-        zero = current.new_zeros(())
+        zero = refined.new_zeros(())
         if self.codec is None:
-            purified = _Purified(list(aligned), zero, zero, maps)
-        else:
-            coded = self.codec(aligned, encoded[2])
-            purified = _Purified(list(coded.features), coded.bits_y, coded.bits_z, maps)
-            if want_maps:
-                maps.update({k: v.detach() for k, v in coded.maps.items()})
-        if want_maps:
-            maps["flow"] = flow.detach()
-            maps["flow_refined"] = refined.detach()
-        return purified
+            return _Purified(list(aligned), zero, zero, {}, aligned[2])
+        coded = self.codec(aligned, encoded[2])
+        return _Purified(list(coded.features), coded.bits_y, coded.bits_z, coded.maps, aligned[2])
 
     def _backward_features(
-        self, lq: Tensor, encoded: list[list[Tensor]]
+        self, lq: Tensor, noise_map: Tensor | None
     ) -> tuple[list[list[Tensor]], Tensor, Tensor]:
         """Purified backward features Q_t for every frame, and the bits they cost."""
         num_frames = lq.shape[1]
         purified_backward: list[list[Tensor]] = [[] for _ in range(num_frames)]
         bits_y = bits_z = lq.new_zeros(())
-        state = None
+        state = previous_out = None
         for t in reversed(range(num_frames)):
+            current = lq[:, t]
             neighbour = lq[:, t + 1] if t + 1 < num_frames else None
-            step = self._purify(state, lq[:, t], neighbour, encoded[t], want_maps=False)
+            _, refined = self._motion(state, current, neighbour)
+            frame, encoded = self._encode(current, noise_map, previous_out, refined)
+            step = self._purify(state, refined, encoded)
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             purified_backward[t] = step.features
             fused = [
-                fuse(e, [p]) for fuse, e, p in zip(self.backward_fusion, encoded[t], step.features)
+                fuse(e, [p]) for fuse, e, p in zip(self.backward_fusion, encoded, step.features)
             ]
-            _, state = self.restoration.decode(fused, lq[:, t])
+            previous_out, state = self.restoration.decode(fused, frame)
         return purified_backward, bits_y, bits_z
 
     # ------------------------------------------------------------------ whole clip
@@ -198,38 +237,37 @@ class VideoRestorationNet(nn.Module):
 
         bits_y = bits_z = lq.new_zeros(())
         backward: list[list[Tensor]] | None = None
-        encoded_all: list[list[Tensor]] | None = None
         if self.bidirectional:
-            encoded_all = [self.restoration.encode(lq[:, t], noise_map) for t in range(num_frames)]
-            backward, bits_y, bits_z = self._backward_features(lq, encoded_all)
+            backward, bits_y, bits_z = self._backward_features(lq, noise_map)
 
         restored_frames: list[Tensor] = []
         restored_out = None if keep_graph else torch.empty_like(lq)
         maps: list[dict[str, Tensor]] = []
-        state = None
+        state = previous_out = None
         for t in range(num_frames):
             current = lq[:, t]
-            if encoded_all is not None:
-                encoded = encoded_all[t]
-                encoded_all[t] = []  # not needed any more
-            else:
-                encoded = self.restoration.encode(current, noise_map)
             neighbour = lq[:, t - 1] if t > 0 else None
-            step = self._purify(state, current, neighbour, encoded, want_maps=return_maps)
+            flow, refined = self._motion(state, current, neighbour)
+            frame, encoded = self._encode(current, noise_map, previous_out, refined)
+            step = self._purify(state, refined, encoded)
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             temporal = [[p] for p in step.features]
             if backward is not None:
                 temporal = [[p, q] for p, q in zip(step.features, backward[t])]
                 backward[t] = []
             fused = [fuse(e, tf) for fuse, e, tf in zip(self.fusion, encoded, temporal)]
-            restored, state = self.restoration.decode(fused, current)
+            restored, state = self.restoration.decode(fused, frame)
             if restored_out is None:
                 restored_frames.append(restored)
             else:
                 restored_out[:, t] = restored
             if return_maps:
-                maps.append(step.maps)
-            del encoded, step, temporal, fused, restored
+                frame_maps = {k: v.detach() for k, v in step.maps.items()}
+                frame_maps.update(flow=flow.detach(), flow_refined=refined.detach())
+                frame_maps.update(aligned=step.aligned.detach(), purified=step.features[2].detach())
+                maps.append(frame_maps)
+            previous_out = restored
+            del frame, encoded, step, temporal, fused
 
         restored_clip = torch.stack(restored_frames, dim=1) if keep_graph else restored_out
         pixels = batch * num_frames * height * width

@@ -1,4 +1,5 @@
-"""Training losses: Charbonnier distortion, census photometric loss, edge-aware flow smoothness.
+"""Training losses: Charbonnier distortion, census photometric loss, edge-aware flow smoothness,
+end-point error of a flow against a known one.
 
 All losses return a scalar float32 tensor (inputs are promoted to float32 first, so bf16/fp16
 autocast outputs do not lose precision in the loss) and are differentiable in their inputs.
@@ -143,3 +144,24 @@ def edge_aware_smoothness(
     flow_dx = (flow[:, :, :, 1:] - flow[:, :, :, :-1]).abs()
     flow_dy = (flow[:, :, 1:, :] - flow[:, :, :-1, :]).abs()
     return 0.5 * ((flow_dx * weight_x).mean() + (flow_dy * weight_y).mean())
+
+
+def endpoint_error(
+    flow: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    eps: float = 0.0,
+) -> torch.Tensor:
+    """Mean end-point error ``mean(sqrt(‖flow − target‖² + ε²))`` over ``valid`` pixels.
+
+    ``flow``, ``target`` (B, 2, H, W) in pixels; ``valid`` (B, 1, H, W) weights in [0, 1]
+    (an all-zero mask gives 0). ε > 0 makes it a robust, everywhere-differentiable loss (a
+    Charbonnier on the vector error); ε = 0 is the plain EPE metric.
+    """
+    _check_same_shape("endpoint_error", flow, target)
+    if flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"endpoint_error: flows must be (B, 2, H, W), got {tuple(flow.shape)}")
+    if eps < 0:
+        raise ValueError(f"endpoint_error: eps must be >= 0, got {eps}")
+    squared = ((flow.float() - target.float()) ** 2).sum(dim=1, keepdim=True)
+    return _masked_mean(torch.sqrt(squared + eps * eps), valid, "endpoint_error")

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_modules.tasks.losses import charbonnier
@@ -28,6 +29,31 @@ from lightning_modules.tasks.metrics import METRIC_SPACES, ClipQualityMetrics, f
 from lightning_modules.tasks.network_inputs import network_inputs
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+@torch.no_grad()
+def flow_is_untrained(flow: nn.Module | None) -> bool:
+    """True for a flow stage with parameters (e.g. a zero-initialised SpyNet) that returns an
+    all-zero flow for a pair of frames moving by 2 pixels; False for fixed estimators (no
+    parameters: DIS, or the deliberate ``ZeroFlow`` ablation)."""
+    if flow is None or not any(True for _ in flow.parameters()):
+        return False
+    parameter = next(flow.parameters())
+    generator = torch.Generator().manual_seed(0)
+    texture = torch.rand(1, 3, 64, 68, generator=generator)
+    texture = torch.nn.functional.avg_pool2d(texture, 3, stride=1, padding=1)
+    previous, current = texture[..., 2:], texture[..., :-2]
+    was_training = flow.training
+    flow.eval()
+    try:
+        motion = flow(current.to(parameter), previous.to(parameter))
+    except (TypeError, ValueError, RuntimeError):  # not a flow(ref, supp) stage: cannot tell
+        return False
+    finally:
+        flow.train(was_training)
+    return bool(motion.abs().max() == 0)
+
+
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
@@ -176,6 +202,17 @@ class RestorationTask(pl.LightningModule):
                 batch_size=batch_size,
             )
         return loss
+
+    def on_fit_start(self) -> None:
+        """Warn (once, rank zero) when the flow stage is a learnable one that reports no motion."""
+        if flow_is_untrained(getattr(self.net, "flow", None)):
+            rank_zero_warn(
+                "the flow stage outputs zero flow on moving frames: it has no pretrained weights, "
+                "so the recurrence starts unaligned and may add little on moving video. Use "
+                "model/flow=dis (no training needed), or model.flow.pretrained=<SPyNet "
+                "checkpoint> (python train.py experiment=flow_pretrain makes one).",
+                category=UserWarning,
+            )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Freeze ``net.flow`` during the first ``freeze_flow_steps`` optimizer steps.

@@ -177,7 +177,9 @@ class Translation(nn.Module):
 
 
 def test_flow_views_work_with_the_flow_task(tmp_path):
-    task = FlowPretrainTask(Translation(), functools.partial(torch.optim.Adam, lr=1e-3))
+    task = FlowPretrainTask(
+        Translation(), functools.partial(torch.optim.Adam, lr=1e-3), supervision="photometric"
+    )
     _, csv = _fit(tmp_path, task, [FlowViews(), RestorationStrips(), CodecMaps()])
     flow = _pngs(csv, "val/flow")
     assert set(flow) == {"flow"} and flow["flow"].shape == (H, W, 3)

@@ -45,6 +45,8 @@ def test_parse_phases_defaults_and_errors():
         parse_phases(OmegaConf.create([{"name": "a", "overrides": "model=x"}]))
     with pytest.raises(ValueError, match=r"flow_from: expected the name of an earlier phase"):
         parse_phases([{"name": "a", "flow_from": "b"}, {"name": "b"}])
+    with pytest.raises(ValueError, match="inherit: expected a list"):
+        parse_phases([{"name": "a", "inherit": "trainer"}])
     with pytest.raises(ValueError, match="key_map is gone: use flow_from"):
         parse_phases([{"name": "a", "key_map": {"flow.": "net.flow."}}])
 
@@ -53,6 +55,9 @@ def test_phase_overrides_replace_command_line_ones_for_the_same_key():
     base = ["model=adaptive_q", "trainer.max_epochs=3", "+model.x=1", "data=vimeo"]
     merged = merge_overrides(base, ["model=flow_pretrain", "model.x=2", "trainer.max_epochs=1"])
     assert merged == ["data=vimeo", "model=flow_pretrain", "model.x=2", "trainer.max_epochs=1"]
+    base = ["data=davis", "data.root=/d", "trainer=gpu", "trainer.max_steps=9", "seed=3"]
+    merged = merge_overrides(base, ["data=flow_pairs"], inherit=["trainer", "seed"])
+    assert merged == ["trainer=gpu", "trainer.max_steps=9", "seed=3", "data=flow_pairs"]
 
 
 class _Pair(nn.Module):
@@ -96,6 +101,8 @@ def test_phased_experiment_runs_end_to_end(tmp_path):
                 preset = next(o for o in phase.overrides if o.startswith("model=")).split("=")[1]
                 keys = {o.split("=")[0] for o in phase.overrides}
                 tiny = [o for o in model_tiny(preset) if o.split("=")[0] not in keys]
+                if "data=flow_pairs" in phase.overrides:  # its own data: shrink it too
+                    tiny += ["data.size=64", "data.batch_size=2", "data.val_batch_size=2"]
                 phase.overrides = [*phase.overrides, *tiny]
         torch.manual_seed(0)
         metric = train.run(cfg)

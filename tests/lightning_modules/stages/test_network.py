@@ -12,7 +12,7 @@ from tests.conftest_config import tiny_network
 B, T, H, W = 1, 3, 32, 48
 LATENT = 8
 CODEC_KEYS = {"q", "mu", "sigma", "bits"}
-FLOW_KEYS = {"flow", "flow_refined"}
+FLOW_KEYS = {"flow", "flow_refined", "aligned", "purified"}
 
 
 def tiny(variant="adaptive_q", *overrides):
@@ -152,7 +152,11 @@ def test_maps_only_when_asked(variant):
             for key in CODEC_KEYS:
                 assert frame_maps[key].shape == (B, LATENT, H // 4, W // 4), key
             assert (frame_maps["q"] >= 0.5).all()
+        assert frame_maps["aligned"].shape == frame_maps["purified"].shape == (B, 16, 8, 12)
+        codec_changes_them = not torch.equal(frame_maps["aligned"], frame_maps["purified"])
+        assert codec_changes_them == (variant != "no_codec")
     assert (out.maps[0]["flow"] == 0).all()  # no previous frame at t = 0
+    assert (out.maps[0]["aligned"] == 0).all()  # nor a state
 
 
 def test_single_frame_clip():
@@ -194,11 +198,59 @@ def test_presets_pick_the_stages_they_name():
     }
     for variant, quantizer in expected.items():
         assert isinstance(tiny(variant).codec.quantizer, quantizer)
-    plain = tiny("no_codec", "model/mv_refine=none", "model/fusion=concat", NO_NOISE_INPUT)
+    plain = tiny(
+        "no_codec",
+        "model/mv_refine=none",
+        "model/fusion=concat",
+        NO_NOISE_INPUT,
+        "model.guide_frame=false",
+    )
     assert plain.codec is None and plain.mv_refine is None
     assert all(isinstance(f, ConcatFusion) for f in plain.fusion)
-    assert plain.restoration.extra_channels == 0
+    assert plain.restoration.extra_channels == 0 and not plain.guide_frame
+    guided = tiny("no_codec", "model.guide_frame=true")
+    assert guided.restoration.extra_channels == 1 + 3  # σ map + guide frame
     both = tiny("adaptive_q", "model.bidirectional=true")
     assert all(isinstance(f, TemporalAttentionFusion) for f in both.fusion)
     assert [f.num_temporal for f in both.fusion] == [2, 2, 2]
     assert [f.channels for f in both.backward_fusion] == [4, 8, 16]
+
+
+def test_the_guide_is_the_previous_output_aligned_by_the_flow():
+    """With zero flow and no refinement the guide of frame t is exactly the output of t-1."""
+    net = tiny("no_codec", "model/flow=zero", "model/mv_refine=none", "model.guide_frame=true")
+    net.eval()
+    seen = []
+    encode = net.restoration.encode
+
+    def spy(frame, extra):
+        seen.append(extra[:, 1:].clone())  # channel 0 is the σ map
+        return encode(frame, extra)
+
+    net.restoration.encode = spy
+    with torch.no_grad():
+        out = net(clip(), sigma())
+    assert len(seen) == T and torch.equal(seen[0], torch.zeros_like(seen[0]))
+    for t in range(1, T):
+        torch.testing.assert_close(seen[t], out.restored[:, t - 1])
+
+
+def test_the_blend_restores_the_current_frame_averaged_with_the_aligned_past():
+    net = tiny("no_codec", "model/flow=zero", "model/mv_refine=none", "model/blend=recursive")
+    net.eval()
+    frames = []
+    encode = net.restoration.encode
+
+    def spy(frame, extra):
+        frames.append(frame.clone())
+        return encode(frame, extra)
+
+    net.restoration.encode = spy
+    lq = clip()
+    with torch.no_grad():
+        out = net(lq, sigma())
+        assert torch.equal(frames[0], lq[:, 0])  # no past at t = 0
+        for t in range(1, T):
+            expected = net.blend(lq[:, t], out.restored[:, t - 1], sigma())
+            torch.testing.assert_close(frames[t], expected)
+            assert not torch.equal(frames[t], lq[:, t])

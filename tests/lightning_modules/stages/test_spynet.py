@@ -221,3 +221,12 @@ def test_lightning_checkpoint_of_our_tasks_loads(tmp_path, prefix):
     loaded = SpyNet(pretrained=str(path))
     for key, value in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_half_of_the_first_filters_start_on_the_temporal_difference():
+    from lightning_modules.stages.spynet import SpyNetBasicModule
+
+    first = SpyNetBasicModule().basic_module[0].weight
+    half = first.shape[0] // 2
+    torch.testing.assert_close(first[:half, 3:6], -first[:half, 0:3])
+    assert not torch.allclose(first[half:, 3:6], -first[half:, 0:3])

@@ -6,7 +6,12 @@ import pytest
 import torch
 from skimage import data
 
-from lightning_modules.tasks.losses import census_loss, charbonnier, edge_aware_smoothness
+from lightning_modules.tasks.losses import (
+    census_loss,
+    charbonnier,
+    edge_aware_smoothness,
+    endpoint_error,
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +120,20 @@ def test_smoothness_gradient_and_bad_input():
         edge_aware_smoothness(torch.zeros(1, 3, 6, 6), torch.zeros(1, 3, 6, 6))
     with pytest.raises(ValueError, match="image must be"):
         edge_aware_smoothness(torch.zeros(1, 2, 6, 6), torch.zeros(1, 3, 5, 6))
+
+
+def test_endpoint_error_known_values_mask_and_eps():
+    flow = torch.zeros(1, 2, 2, 2)
+    target = torch.zeros(1, 2, 2, 2)
+    target[0, 0] = 3.0
+    target[0, 1] = 4.0  # every vector is off by 5 px
+    assert endpoint_error(flow, target).item() == pytest.approx(5.0)
+    valid = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    target[0, :, 0, 1] = 0.0  # an exact pixel, but masked out
+    assert endpoint_error(flow, target, valid).item() == pytest.approx(5.0)
+    assert endpoint_error(flow, flow, eps=0.1).item() == pytest.approx(0.1)
+    flow.requires_grad_(True)
+    endpoint_error(flow, target, eps=0.01).backward()
+    assert torch.isfinite(flow.grad).all()
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        endpoint_error(flow, target, eps=-1)

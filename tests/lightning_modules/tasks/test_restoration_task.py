@@ -349,3 +349,17 @@ def test_validation_metrics_are_synced_across_two_processes(tmp_path):
     assert trainer.callback_metrics["val/psnr"].item() == pytest.approx(
         per_clip.mean().item(), rel=1e-5
     )
+
+
+def test_an_untrained_learnable_flow_stage_is_detected():
+    from lightning_modules.stages.spynet import SpyNet
+    from lightning_modules.stages.zero_flow import ZeroFlow
+    from lightning_modules.tasks.restoration_task import flow_is_untrained
+
+    spynet = SpyNet(num_levels=3, scale=0.5)
+    assert flow_is_untrained(spynet)  # zero-initialised last convs: no motion at all
+    with torch.no_grad():
+        spynet.basic_module[-1].basic_module[-1].bias.fill_(0.5)
+    assert not flow_is_untrained(spynet)
+    assert not flow_is_untrained(ZeroFlow())  # the deliberate ablation: no warning
+    assert not flow_is_untrained(None)

@@ -1,0 +1,232 @@
+"""Does the recurrence help? Train configurations for the same wall-clock budget, then measure.
+
+    python bench/temporal_gain.py                        # 3 configs x 20 min on a CPU
+    python bench/temporal_gain.py --minutes 5 --device cuda --batch-size 8 --patch-size 128
+    python bench/temporal_gain.py --configs no_codec_flow --flow spynet=<flow checkpoint>
+
+Each configuration is ``train.py`` with ``data=davis`` on the shared DAVIS frames (3 sequences of
+``../shared/data``, σ ~ U[0, 50]), validated on a 256x256 centre crop of Set8 ``hypersmooth``
+at σ = 30 (the ``val/temporal_gain_db`` it logs), for ``--minutes`` of training
+(``trainer.max_time``). Configurations (``--configs``):
+
+- ``no_codec_zero``:  ``model=no_codec model/flow=zero``  (the previous state used unaligned);
+- ``no_codec_flow``:  ``model=no_codec`` with the flow stage of ``--flow``;
+- ``adaptive_q_flow``: ``model=adaptive_q`` with the flow stage of ``--flow``.
+
+``--flow``: ``dis`` (OpenCV DIS, no training), or ``spynet=PATH`` (a pretrained SPyNet
+checkpoint: ``experiment=flow_pretrain``, BasicSR or mmagic).
+
+After training, on sequences not used in training, with σ = 30 noise (fixed seed): Set8
+``hypersmooth`` (10 frames, 960x540) and the tennis clip (10 frames, 352x240): PSNR of the
+recurrent output and of the same network run on each frame alone (zero temporal state) over
+frames 2..T, their difference (the temporal gain), and the bits per pixel of the latent (y and
+y+z). Prints a markdown table; ``--out FILE`` also writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from hydra import initialize_config_dir  # noqa: E402
+
+import train  # noqa: E402
+from datamodules.datasets.folder import scan_folder  # noqa: E402
+from datamodules.datasets.set8 import scan_set8  # noqa: E402
+from lightning_modules.run.compose import CONF_DIR, compose_config  # noqa: E402
+from lightning_modules.tasks.metrics import frame_psnr_ssim  # noqa: E402
+
+SHARED_DATA = Path(os.environ.get("NCFL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SIGMA = 30 / 255
+CONFIGS = {
+    "no_codec_zero": ["model=no_codec", "model/flow=zero"],
+    "no_codec_flow": ["model=no_codec"],
+    "adaptive_q_flow": ["model=adaptive_q"],
+}
+
+
+def flow_overrides(flow: str) -> list[str]:
+    """Overrides that select the flow stage ``dis`` or ``spynet=PATH``."""
+    if flow == "dis":
+        return ["model/flow=dis"]
+    name, _, path = flow.partition("=")
+    if name != "spynet" or not path:
+        raise SystemExit(f"--flow: expected 'dis' or 'spynet=PATH', got {flow!r}")
+    return ["model/flow=spynet", f"model.flow.pretrained={Path(path).resolve()}"]
+
+
+def run_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
+    """The train.py overrides shared by every configuration."""
+    data = args.data_root
+    minutes = args.minutes
+    budget = f"00:{int(minutes // 60):02d}:{int(minutes % 60):02d}:{round(minutes % 1 * 60):02d}"
+    return [
+        "data=davis",
+        f"data.root={data / 'davis2017_480p'}",
+        "data.train_sequences.split=null",
+        "data.val_sequences._target_=datamodules.datasets.set8.scan_set8",
+        f"data.val_sequences.root={data / 'set8'}",
+        "+data.val_sequences.sequences=[hypersmooth]",
+        "~data.val_sequences.split",
+        "data.test_sequences=null",
+        "test=false",
+        "data.val_sigma=30",
+        "data.val_clip_len=10",
+        "data.val_patch_size=256",
+        "data.max_val_clips=null",
+        f"data.clip_len={args.clip_len}",
+        f"data.patch_size={args.patch_size}",
+        f"data.batch_size={args.batch_size}",
+        f"data.num_workers={args.workers}",
+        f"data.seed={args.seed}",
+        f"seed={args.seed}",
+        f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+        f"trainer.max_time={budget}",
+        "trainer.max_epochs=-1",
+        f"trainer.check_val_every_n_epoch={args.val_every}",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        f"paths.output_dir={out_dir}",
+        f"paths.log_dir={out_dir}/logs",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.rich_model_summary=null",
+        "callbacks.restoration_strips=null",
+        "callbacks.codec_maps=null",
+        "callbacks.flow_views=null",
+    ]
+
+
+def held_out_sequences(root: Path) -> dict[str, torch.Tensor]:
+    """Clean frames (T, 3, H, W) of the sequences the networks never trained on."""
+    set8 = scan_set8(root / "set8", sequences=["hypersmooth"])[0]
+    tennis = scan_folder(gt_root=root / "tennis_videnn" / "original")[0]
+    return {
+        "Set8 hypersmooth": set8.gt.read(list(range(min(10, len(set8))))),
+        "tennis": tennis.gt.read(list(range(min(10, len(tennis))))),
+    }
+
+
+@torch.no_grad()
+def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> dict[str, float]:
+    """Recurrent and frame-alone PSNR (frames 2..T) at σ = 30, their gain, and the latent bpp."""
+    noise = torch.Generator().manual_seed(0)
+    lq = (frames + SIGMA * torch.randn(frames.shape, generator=noise))[None].to(device)
+    gt = frames[None, 1:].to(device)
+    sigma = torch.tensor([SIGMA], device=device) if net.noise_channel else None
+    recurrent = net(lq, sigma)
+    alone = torch.cat([net(lq[:, t : t + 1], sigma).restored for t in range(1, lq.shape[1])], 1)
+    psnr = frame_psnr_ssim(recurrent.restored[:, 1:], gt)[0].mean().item()
+    psnr_alone = frame_psnr_ssim(alone, gt)[0].mean().item()
+    noisy = frame_psnr_ssim(lq[:, 1:].clamp(0, 1), gt)[0].mean().item()
+    return {
+        "psnr": psnr,
+        "psnr_alone": psnr_alone,
+        "gain": psnr - psnr_alone,
+        "noisy": noisy,
+        "bpp_y": float(recurrent.bpp_y),
+        "bpp": float(recurrent.bpp),
+    }
+
+
+def run_config(name: str, args: argparse.Namespace) -> dict:
+    out_dir = args.work_dir / name
+    overrides = [*run_overrides(args, out_dir), *CONFIGS[name]]
+    if name != "no_codec_zero":
+        overrides += flow_overrides(args.flow)
+    began = time.perf_counter()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose_config("train", overrides)
+        metrics, objects = train.train(cfg)
+    result = {
+        "config": name,
+        "flow": "zero" if name == "no_codec_zero" else args.flow,
+        "minutes": (time.perf_counter() - began) / 60,
+        "steps": objects["trainer"].global_step,
+        "val_temporal_gain_db": metrics.get("val/temporal_gain_db", float("nan")),
+        "val_psnr": metrics.get("val/psnr", float("nan")),
+    }
+    net = objects["model"].net.to(args.device).eval()
+    for sequence, frames in held_out_sequences(args.data_root).items():
+        result[sequence] = temporal_gain(net, frames, args.device)
+    (args.work_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def table(results: list[dict]) -> str:
+    sequences = [k for k in results[0] if isinstance(results[0][k], dict)]
+    header = ["config", "flow", "steps", "val/temporal_gain_db"]
+    for sequence in sequences:
+        header += [f"{sequence} PSNR", "alone", "gain (dB)"]
+    header += ["bpp_y", "bpp"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        cells = [r["config"], r["flow"], str(r["steps"]), f"{r['val_temporal_gain_db']:+.3f}"]
+        for sequence in sequences:
+            s = r[sequence]
+            cells += [f"{s['psnr']:.2f}", f"{s['psnr_alone']:.2f}", f"{s['gain']:+.2f}"]
+        last = r[sequences[0]]
+        cells += [f"{last['bpp_y']:.4f}", f"{last['bpp']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    noisy = ", ".join(f"{s} {results[0][s]['noisy']:.2f} dB" for s in sequences)
+    return "\n".join(lines) + f"\n\nNoisy input (σ = 30): {noisy}. bpp of the first sequence."
+
+
+def machine(args: argparse.Namespace) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in info.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    device = (
+        torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {args.threads} threads"
+    )
+    return f"{device}; torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--flow", default="dis", help="dis, or spynet=PATH")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per config")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clip-len", type=int, default=5)
+    parser.add_argument("--patch-size", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--val-every", type=int, default=10, help="epochs between validations")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "logs" / "bench_temporal_gain")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = parser.parse_args()
+    if not (args.data_root / "davis2017_480p").is_dir():
+        raise SystemExit(f"--data-root: no shared sample data (davis2017_480p) in {args.data_root}")
+    torch.set_num_threads(args.threads)
+    results = [run_config(name, args) for name in args.configs]
+    text = (
+        f"Temporal gain after {args.minutes:g} min of training per config "
+        f"({machine(args)}; clip {args.clip_len}, patch {args.patch_size}, "
+        f"batch {args.batch_size}, seed {args.seed})\n\n{table(results)}\n"
+    )
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""A flow stage that needs no training and no download: OpenCV's DIS optical flow.
+
+``DISFlow(scale=0.25)(ref, supp)`` returns the backward flow v (B, 2, H, W, pixels) with
+``flow_warp(supp, v) ≈ ref``, like ``SpyNet``: both frames are resized by ``scale``
+(antialiased, which also averages out noise), turned into 8-bit grey images, and
+``cv2.DISOpticalFlow.calc(ref, supp)`` (Kroeger et al., ECCV 2016: dense inverse search with
+variational refinement) gives u with ref(p) ≈ supp(p + u(p)), i.e. our backward flow; it is then
+resized back with its vectors rescaled.
+
+Why a hand-off to OpenCV rather than a torch module: DIS is a well-kept, fast CPU implementation
+with no weights, so a user without internet has working motion estimation at once (SPyNet needs
+pretrained weights or a long pre-training). It is not differentiable and has no parameters: the
+restoration network trains around it (motion refinement still learns), and it runs on the CPU
+(frames are copied there and the flow copied back). Needs the ``flow`` extra
+(``opencv-python-headless``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_modules.stages.warp import resize_flow
+
+PRESETS = ("ultrafast", "fast", "medium")
+# ITU-R BT.601 luma weights, as cv2.COLOR_RGB2GRAY uses.
+_GREY = (0.299, 0.587, 0.114)
+
+
+def _require_cv2():
+    try:
+        import cv2
+    except ImportError as error:
+        raise ImportError(
+            "DISFlow needs OpenCV: pip install 'ncfl-video[flow]' (opencv-python-headless)"
+        ) from error
+    return cv2
+
+
+class DISFlow(nn.Module):
+    """DIS optical flow on frames resized by ``scale``; see the module docstring.
+
+    Args:
+        scale: estimate the flow on frames resized by this factor (0 < scale <= 1).
+        preset: DIS speed/quality preset, ``ultrafast``, ``fast`` or ``medium``.
+    """
+
+    def __init__(self, scale: float = 0.25, preset: str = "medium") -> None:
+        super().__init__()
+        if not (isinstance(scale, (int, float)) and 0.0 < float(scale) <= 1.0):
+            raise ValueError(f"DISFlow: scale must be in (0, 1], got {scale!r}")
+        if preset not in PRESETS:
+            raise ValueError(f"DISFlow: preset must be one of {PRESETS}, got {preset!r}")
+        _require_cv2()
+        self.scale = float(scale)
+        self.preset = preset
+        self._dis = None  # made on first use: OpenCV objects cannot be pickled (ddp_spawn)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_dis"] = None
+        return state
+
+    def _estimator(self):
+        if self._dis is None:
+            cv2 = _require_cv2()
+            preset = getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{self.preset.upper()}")
+            self._dis = cv2.DISOpticalFlow_create(preset)
+        return self._dis
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, preset={self.preset!r}"
+
+    def _grey_uint8(self, frames: Tensor) -> np.ndarray:
+        """(B, 3, h, w) float -> (B, h, w) uint8 grey, clipped to [0, 1] first."""
+        weights = frames.new_tensor(_GREY).view(1, 3, 1, 1)
+        grey = (frames.float() * weights).sum(1).clamp(0.0, 1.0)
+        return (grey * 255.0).round().to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def forward(self, ref: Tensor, supp: Tensor) -> Tensor:
+        """Flow (B, 2, H, W) in pixels with ``flow_warp(supp, flow) ≈ ref``."""
+        for name, frame in (("ref", ref), ("supp", supp)):
+            if not isinstance(frame, Tensor) or frame.dim() != 4 or frame.shape[1] != 3:
+                shape = tuple(frame.shape) if isinstance(frame, Tensor) else type(frame).__name__
+                raise ValueError(f"DISFlow: {name} must be a (B, 3, H, W) RGB tensor, got {shape}")
+        if ref.shape != supp.shape:
+            raise ValueError(
+                f"DISFlow: ref {tuple(ref.shape)} and supp {tuple(supp.shape)} differ in shape"
+            )
+        height, width = ref.shape[-2:]
+        inner = (max(8, round(height * self.scale)), max(8, round(width * self.scale)))
+        pair = torch.cat((ref, supp))
+        if inner != (height, width):
+            shrinking = inner[0] < height or inner[1] < width
+            pair = F.interpolate(
+                pair.float(), size=inner, mode="bilinear", align_corners=False, antialias=shrinking
+            )
+        grey = self._grey_uint8(pair)
+        batch = ref.shape[0]
+        dis = self._estimator()
+        flows = [dis.calc(grey[i], grey[batch + i], None) for i in range(batch)]
+        flow = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(ref.device, ref.dtype)
+        return resize_flow(flow, (height, width))

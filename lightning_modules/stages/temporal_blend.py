@@ -1,0 +1,76 @@
+"""Motion-compensated recursive blend: the aligned previous restored frame, averaged into the input.
+
+    d  = mean over a k×k window and the channels of |g − x|      local disagreement
+    α  = α_max · exp(−(d / (κ·σ + c))²)                          trust in the aligned past
+    x̃  = x + α·(g − x)
+
+with x the current degraded frame, g = warp(restored_{t-1}, flow) the aligned previous output and
+σ the noise level (0 for other tasks). Where the past agrees with the present to within the
+noise, the input is averaged with it, which lowers its noise at once; where they disagree
+(occlusions, flow errors, moving content the flow missed) α falls to 0 and x̃ = x. The scalars
+α_max = sigmoid(a), κ and c are learned (a starts at 0, κ at 2, c at 0.02), so the network has
+temporal evidence from its first training step instead of having to learn the averaging. The
+U-Net then restores x̃ (its residual is added to x̃), seeing g and σ as extra inputs as well.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class TemporalBlend(nn.Module):
+    """``blend(x, guide, noise_level) -> x̃``; see the module docstring.
+
+    Args:
+        window: side k of the window the disagreement is averaged over (odd).
+        init_trust: initial α_max in (0, 1).
+        init_kappa: initial κ (how many σ of disagreement still count as agreement).
+        init_offset: initial c, the disagreement tolerated without noise (image units).
+    """
+
+    def __init__(
+        self,
+        window: int = 5,
+        init_trust: float = 0.5,
+        init_kappa: float = 2.0,
+        init_offset: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if not isinstance(window, int) or window < 1 or window % 2 == 0:
+            raise ValueError(f"TemporalBlend: window must be an odd int >= 1, got {window!r}")
+        if not 0.0 < init_trust < 1.0:
+            raise ValueError(f"TemporalBlend: init_trust must be in (0, 1), got {init_trust}")
+        if init_kappa <= 0 or init_offset <= 0:
+            raise ValueError(
+                f"TemporalBlend: init_kappa and init_offset must be > 0, got {init_kappa}, "
+                f"{init_offset}"
+            )
+        self.window = window
+        self.trust_logit = nn.Parameter(torch.tensor(math.log(init_trust / (1 - init_trust))))
+        self.log_kappa = nn.Parameter(torch.tensor(math.log(init_kappa)))
+        self.log_offset = nn.Parameter(torch.tensor(math.log(init_offset)))
+
+    def weight(self, frame: Tensor, guide: Tensor, noise_level: Tensor | None) -> Tensor:
+        """α (B, 1, H, W) in [0, α_max]."""
+        disagreement = (guide - frame).abs().mean(dim=1, keepdim=True)
+        pad = self.window // 2
+        disagreement = F.avg_pool2d(
+            F.pad(disagreement, (pad, pad, pad, pad), mode="replicate"), self.window, stride=1
+        )
+        sigma = frame.new_zeros(frame.shape[0], 1, 1, 1)
+        if noise_level is not None:
+            sigma = noise_level.reshape(-1, 1, 1, 1).to(frame)
+        tolerance = self.log_kappa.exp() * sigma + self.log_offset.exp()
+        return torch.sigmoid(self.trust_logit) * torch.exp(-((disagreement / tolerance) ** 2))
+
+    def forward(self, frame: Tensor, guide: Tensor, noise_level: Tensor | None = None) -> Tensor:
+        if frame.shape != guide.shape or frame.dim() != 4:
+            raise ValueError(
+                f"TemporalBlend: frame {tuple(frame.shape)} and guide {tuple(guide.shape)} must "
+                "be the same (B, C, H, W) shape"
+            )
+        return frame + self.weight(frame, guide, noise_level) * (guide - frame)

@@ -1,0 +1,40 @@
+"""The purification ratio (paper Fig. 1c as a number) and its t-SNE picture."""
+
+import pytest
+import torch
+
+from callbacks.purification import Purification, purification, tsne_image
+from tests.conftest_config import tiny_network
+
+
+def _batch(frames=3, size=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    gt = torch.rand(2, frames, 3, size, size, generator=generator)
+    sigma = torch.full((2,), 30 / 255)
+    lq = gt + sigma.view(2, 1, 1, 1, 1) * torch.randn(gt.shape, generator=generator)
+    return {"lq": lq, "gt": gt, "sigma": sigma}
+
+
+def test_ratio_is_exactly_one_without_a_codec_and_measured_with_one():
+    torch.manual_seed(0)
+    plain = tiny_network("no_codec", ["model/flow=zero"]).eval()
+    result = purification(plain, _batch())
+    assert result.ratio == pytest.approx(1.0)
+    assert result.before.shape == (2, 16, 8, 8)  # frames 2..3 of the first clip, N=16 at 1/4
+    coded = tiny_network("adaptive_q", ["model/flow=zero"]).eval()
+    ratio = purification(coded, _batch()).ratio
+    assert ratio > 0 and ratio != pytest.approx(1.0)
+    assert purification(coded, {**_batch(), "gt": None}) is None
+    assert purification(coded, _batch(frames=1)) is None
+
+
+def test_tsne_image_is_a_deterministic_scatter():
+    pytest.importorskip("sklearn")
+    torch.manual_seed(0)
+    result = purification(tiny_network("adaptive_q", ["model/flow=zero"]).eval(), _batch())
+    first = tsne_image(result, points=90, size=128)
+    assert first.shape == (128, 128, 3) and first.dtype.name == "uint8"
+    assert (first < 250).any(axis=2).mean() > 0.01  # points were drawn
+    assert (first == tsne_image(result, points=90, size=128)).all()
+    with pytest.raises(ValueError, match="tsne_points"):
+        Purification(tsne_points=-1)
