@@ -53,11 +53,11 @@ TRAINER_TINY = [
 
 
 def model_tiny(preset: str) -> list[str]:
-    """Overrides shrinking a model preset (the flow preset has no N / codec / refinement)."""
-    tiny = ["model.flow.num_levels=3", "model.warmup_steps=0"]
+    """Overrides shrinking a model preset (the flow preset has no N / codec / refinement; the
+    restoration presets' DIS flow stage has nothing to shrink)."""
     if preset == "flow_pretrain":
-        return tiny
-    tiny += ["model.channels=16", "model.mv_refine.channels=8"]
+        return ["model.flow.num_levels=3", "model.warmup_steps=0"]
+    tiny = ["model.warmup_steps=0", "model.channels=16", "model.mv_refine.channels=8"]
     if preset != "no_codec":
         tiny += ["model.codec.latent_channels=16", "model.codec.hyper_channels=16"]
     return tiny

@@ -164,12 +164,13 @@ def test_model_presets_instantiate(hydra_ctx, preset):
 def test_flow_pretrained_path_loads_weights(hydra_ctx, tmp_path):
     """model.flow.pretrained=PATH loads a BasicSR-style SPyNet file into the net's flow stage."""
     torch.manual_seed(0)
-    source = hydra.utils.instantiate(compose_config("train", []).model.flow)
+    spynet = "model/flow=spynet"
+    source = hydra.utils.instantiate(compose_config("train", [spynet]).model.flow)
     for parameter in source.parameters():
         torch.nn.init.normal_(parameter)
     torch.save({"params": source.state_dict()}, tmp_path / "spynet.pth")
     cfg = compose_config(
-        "train", [f"model.flow.pretrained={tmp_path / 'spynet.pth'}", "model.channels=16"]
+        "train", [spynet, f"model.flow.pretrained={tmp_path / 'spynet.pth'}", "model.channels=16"]
     )
     task = hydra.utils.instantiate(cfg.model.task)
     for key, value in source.state_dict().items():

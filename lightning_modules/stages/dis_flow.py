@@ -11,8 +11,7 @@ Why a hand-off to OpenCV rather than a torch module: DIS is a well-kept, fast CP
 with no weights, so a user without internet has working motion estimation at once (SPyNet needs
 pretrained weights or a long pre-training). It is not differentiable and has no parameters: the
 restoration network trains around it (motion refinement still learns), and it runs on the CPU
-(frames are copied there and the flow copied back). Needs the ``flow`` extra
-(``opencv-python-headless``).
+(frames are copied there and the flow copied back). Needs ``opencv-python-headless``.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 from lightning_modules.stages.warp import resize_flow
 
 PRESETS = ("ultrafast", "fast", "medium")
+MIN_SIZE = 16
 # ITU-R BT.601 luma weights, as cv2.COLOR_RGB2GRAY uses.
 _GREY = (0.299, 0.587, 0.114)
 
@@ -33,9 +33,7 @@ def _require_cv2():
     try:
         import cv2
     except ImportError as error:
-        raise ImportError(
-            "DISFlow needs OpenCV: pip install 'ncfl-video[flow]' (opencv-python-headless)"
-        ) from error
+        raise ImportError("DISFlow needs OpenCV: pip install opencv-python-headless") from error
     return cv2
 
 
@@ -91,7 +89,11 @@ class DISFlow(nn.Module):
                 f"DISFlow: ref {tuple(ref.shape)} and supp {tuple(supp.shape)} differ in shape"
             )
         height, width = ref.shape[-2:]
-        inner = (max(8, round(height * self.scale)), max(8, round(width * self.scale)))
+        # DIS needs >= 12 pixels a side; below MIN_SIZE the frames are resized up to it.
+        inner = (
+            max(MIN_SIZE, round(height * self.scale)),
+            max(MIN_SIZE, round(width * self.scale)),
+        )
         pair = torch.cat((ref, supp))
         if inner != (height, width):
             shrinking = inner[0] < height or inner[1] < width

@@ -37,7 +37,9 @@ def warmup_cosine(
     with m = ``min_lr_ratio``. The first step already trains (factor 1 / warmup_steps, not 0).
     ``total_steps`` None is only allowed through :func:`build_scheduler`, which fills it in.
     A warm-up as long as the run or longer is shortened to a quarter of the run (one warning),
-    so short runs (``trainer.max_steps=4``) work with the presets' warm-up.
+    so short runs (``trainer.max_steps=4``) work with the presets' warm-up. An unbounded run
+    (``total_steps`` = inf: only ``trainer.max_time`` ends it) keeps the peak rate after the
+    warm-up (one warning).
     """
     if total_steps is None:
         raise ValueError(
@@ -48,6 +50,13 @@ def warmup_cosine(
         raise ValueError(f"warmup_cosine: warmup_steps must be >= 0, got {warmup_steps}")
     if total_steps < 1:
         raise ValueError(f"warmup_cosine: total_steps must be >= 1, got {total_steps}")
+    if math.isinf(total_steps):
+        warnings.warn(
+            "warmup_cosine: the run has no step bound (set trainer.max_steps for a cosine "
+            "decay); the learning rate stays at its peak after the warm-up",
+            stacklevel=2,
+        )
+        return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))
     if total_steps <= warmup_steps:
         shortened = total_steps // 4
         warnings.warn(
@@ -84,7 +93,8 @@ def build_scheduler(
     except (TypeError, ValueError):  # some builtins have no signature
         params = {}
     if "total_steps" in params and params["total_steps"].default in (None, inspect.Parameter.empty):
-        return factory(optimizer, total_steps=int(total_steps))
+        total = float(total_steps)
+        return factory(optimizer, total_steps=total if math.isinf(total) else int(total))
     return factory(optimizer)
 
 

@@ -103,6 +103,8 @@ def test_phased_experiment_runs_end_to_end(tmp_path):
                 tiny = [o for o in model_tiny(preset) if o.split("=")[0] not in keys]
                 if "data=flow_pairs" in phase.overrides:  # its own data: shrink it too
                     tiny += ["data.size=64", "data.batch_size=2", "data.val_batch_size=2"]
+                if "model/flow=spynet" in phase.overrides:  # phase 1's 3-level SPyNet
+                    tiny.append("model.flow.num_levels=3")
                 phase.overrides = [*phase.overrides, *tiny]
         torch.manual_seed(0)
         metric = train.run(cfg)

@@ -100,3 +100,12 @@ def test_configure_reads_trainer_steps_only_with_a_scheduler():
     assert config["lr_scheduler"]["interval"] == "epoch"
     lrs = _lrs(opt, config["lr_scheduler"]["scheduler"], 11)
     assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.0)  # total_steps = 10
+
+
+def test_an_unbounded_run_keeps_the_peak_rate_after_the_warm_up():
+    opt = _optimizer()
+    with pytest.warns(UserWarning, match="no step bound"):
+        scheduler = build_scheduler(
+            functools.partial(warmup_cosine, warmup_steps=2, total_steps=None), opt, math.inf
+        )
+    assert _lrs(opt, scheduler, 5) == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0])
