@@ -3,8 +3,8 @@
 - ``${eq:a,b}``: a == b (e.g. the noise-map input follows ``data.task == denoise``);
 - ``${int:x}``: int(x) (booleans to 0/1 channel counts);
 - ``${channel_pyramid:N}``: [N/4, N/2, N], the feature channels of scales 1, 1/2, 1/4;
-- ``${extra_inputs:noise_channel,guide_frame}``: channels the U-Net reads beside the frame
-  (1 for the σ map, 3 for the aligned previous restored frame);
+- ``${extra_inputs:noise_channel,guide_frame,blend}``: channels the U-Net reads beside the
+  frame (1 for the σ map, 3 for the aligned previous restored frame, 1 for the blend weight);
 - ``${wandb_offline:}``: offline unless the user is logged in or set WANDB_MODE=online;
 - ``${task_of:degradation}``: the task a synthetic degradation makes (noise -> denoise, ...).
 """
@@ -60,7 +60,9 @@ def register_resolvers() -> None:
         # a ListConfig, not a list: OmegaConf.resolve() cannot store a plain list in a value node
         "channel_pyramid": lambda n: OmegaConf.create(channel_pyramid(n)),
         "wandb_offline": wandb_offline,
-        "extra_inputs": lambda noise, guide: int(bool(noise)) + 3 * int(bool(guide)),
+        "extra_inputs": lambda noise, guide, blend: (
+            int(bool(noise)) + 3 * int(bool(guide)) + int(blend is not None)
+        ),
     }
     for name, fn in resolvers.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

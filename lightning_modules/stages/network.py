@@ -7,8 +7,8 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
     v_t     = flow(lq_t, lq_{t-1})                 (zero at t = 0)
     v̂_t     = mv_refine(v_t, lq_t, lq_{t-1})        (optional)
     G_t     = warp(out_{t-1}, v̂_t)                  (guide_frame / blend; zeros at t = 0)
-    x̃_t     = blend(lq_t, G_t, σ)                   (optional; lq_t at t = 0)
-    E_t     = restoration.encode(x̃_t, [σ map, G_t])
+    x̃_t, α_t = blend(lq_t, G_t, σ)                 (optional; lq_t and 0 at t = 0)
+    E_t     = restoration.encode(x̃_t, [σ map, G_t, α_t])
     A_t     = alignment(S_{t-1}, v̂_t)               warped state, 3 scales
     P_t     = codec(A_t, context=E_t[2])            purified features + bits (optional)
     F_t[s]  = fusion[s](E_t[s], [P_t[s]])           attention (or plain concat) per scale
@@ -92,12 +92,12 @@ class VideoRestorationNet(nn.Module):
         blend: nn.Module | None = None,
     ):
         super().__init__()
-        expected_extra = (1 if noise_channel else 0) + (3 if guide_frame else 0)
+        expected_extra = int(noise_channel) + 3 * int(guide_frame) + int(blend is not None)
         if getattr(restoration, "extra_channels", None) != expected_extra:
             raise ValueError(
-                f"restoration: noise_channel={noise_channel} and guide_frame={guide_frame} need "
-                f"a U-Net with extra_channels={expected_extra}, got "
-                f"{getattr(restoration, 'extra_channels', None)}"
+                f"restoration: noise_channel={noise_channel}, guide_frame={guide_frame} and "
+                f"blend={blend is not None} need a U-Net with extra_channels={expected_extra}, "
+                f"got {getattr(restoration, 'extra_channels', None)}"
             )
         self.flow = flow
         self.mv_refine = mv_refine
@@ -168,7 +168,8 @@ class VideoRestorationNet(nn.Module):
         refined: Tensor,
     ) -> tuple[Tensor, list[Tensor]]:
         """(the frame the U-Net restores, E_t): ``current``, or its blend with the aligned
-        previous output G_t (``blend``); E_t from it, the σ map and G_t (``guide_frame``)."""
+        previous output G_t (``blend``); E_t from it, the σ map, G_t (``guide_frame``) and the
+        blend weight α (``blend``; 0 without a past)."""
         needs_guide = self.guide_frame or self.blend is not None
         guide = None
         if needs_guide:
@@ -178,12 +179,15 @@ class VideoRestorationNet(nn.Module):
                 else flow_warp(previous_out, refined)
             )
         frame = current
-        if self.blend is not None and previous_out is not None:
-            level = None if noise_map is None else noise_map[:, 0, 0, 0]
-            frame = self.blend(current, guide, level)
         extra = [] if noise_map is None else [noise_map]
         if self.guide_frame:
             extra.append(guide)
+        if self.blend is not None:
+            weight = current.new_zeros(current.shape[0], 1, *current.shape[2:])
+            if previous_out is not None:
+                level = None if noise_map is None else noise_map[:, 0, 0, 0]
+                frame, weight = self.blend(current, guide, level)
+            extra.append(weight)
         encoded = self.restoration.encode(frame, torch.cat(extra, 1) if extra else None)
         return frame, encoded
 

@@ -10,7 +10,8 @@ noise, the input is averaged with it, which lowers its noise at once; where they
 (occlusions, flow errors, moving content the flow missed) α falls to 0 and x̃ = x. The scalars
 α_max = sigmoid(a), κ and c are learned (a starts at 0, κ at 2, c at 0.02), so the network has
 temporal evidence from its first training step instead of having to learn the averaging. The
-U-Net then restores x̃ (its residual is added to x̃), seeing g and σ as extra inputs as well.
+U-Net then restores x̃ (its residual is added to x̃), with α as an extra input so it knows where
+the input was averaged (and is less noisy than σ says).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 
 class TemporalBlend(nn.Module):
-    """``blend(x, guide, noise_level) -> x̃``; see the module docstring.
+    """``blend(x, guide, noise_level) -> (x̃, α)``; see the module docstring.
 
     Args:
         window: side k of the window the disagreement is averaged over (odd).
@@ -67,10 +68,14 @@ class TemporalBlend(nn.Module):
         tolerance = self.log_kappa.exp() * sigma + self.log_offset.exp()
         return torch.sigmoid(self.trust_logit) * torch.exp(-((disagreement / tolerance) ** 2))
 
-    def forward(self, frame: Tensor, guide: Tensor, noise_level: Tensor | None = None) -> Tensor:
+    def forward(
+        self, frame: Tensor, guide: Tensor, noise_level: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(x̃ (B, C, H, W), α (B, 1, H, W))."""
         if frame.shape != guide.shape or frame.dim() != 4:
             raise ValueError(
                 f"TemporalBlend: frame {tuple(frame.shape)} and guide {tuple(guide.shape)} must "
                 "be the same (B, C, H, W) shape"
             )
-        return frame + self.weight(frame, guide, noise_level) * (guide - frame)
+        weight = self.weight(frame, guide, noise_level)
+        return frame + weight * (guide - frame), weight

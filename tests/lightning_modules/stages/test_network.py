@@ -210,6 +210,8 @@ def test_presets_pick_the_stages_they_name():
     assert plain.restoration.extra_channels == 0 and not plain.guide_frame
     guided = tiny("no_codec", "model.guide_frame=true")
     assert guided.restoration.extra_channels == 1 + 3  # σ map + guide frame
+    blended = tiny("no_codec", "model/blend=recursive")
+    assert blended.restoration.extra_channels == 1 + 1  # σ map + blend weight
     both = tiny("adaptive_q", "model.bidirectional=true")
     assert all(isinstance(f, TemporalAttentionFusion) for f in both.fusion)
     assert [f.num_temporal for f in both.fusion] == [2, 2, 2]
@@ -251,6 +253,6 @@ def test_the_blend_restores_the_current_frame_averaged_with_the_aligned_past():
         out = net(lq, sigma())
         assert torch.equal(frames[0], lq[:, 0])  # no past at t = 0
         for t in range(1, T):
-            expected = net.blend(lq[:, t], out.restored[:, t - 1], sigma())
+            expected, _ = net.blend(lq[:, t], out.restored[:, t - 1], sigma())
             torch.testing.assert_close(frames[t], expected)
             assert not torch.equal(frames[t], lq[:, t])

@@ -13,8 +13,7 @@ def test_agreeing_past_is_averaged_in_and_lowers_the_noise():
     frame = clean + sigma * torch.randn(clean.shape, generator=generator)
     guide = clean + 0.3 * sigma * torch.randn(clean.shape, generator=generator)  # a cleaner past
     blend = TemporalBlend()
-    out = blend(frame, guide, torch.tensor([sigma]))
-    weight = blend.weight(frame, guide, torch.tensor([sigma]))
+    out, weight = blend(frame, guide, torch.tensor([sigma]))
     assert 0.3 < weight.mean() <= 0.5  # α_max = 0.5 at init, close to it where they agree
     assert (out - clean).pow(2).mean() < 0.5 * (frame - clean).pow(2).mean()
 
@@ -23,9 +22,9 @@ def test_disagreeing_past_is_ignored_and_gradients_reach_the_parameters():
     frame = torch.zeros(1, 3, 16, 16)
     guide = torch.ones(1, 3, 16, 16)  # the past shows something else: an occlusion
     blend = TemporalBlend()
-    out = blend(frame, guide, torch.tensor([10 / 255]))
-    assert out.abs().max() < 1e-6
-    near = blend(frame, frame + 0.01, torch.tensor([10 / 255]))
+    out, weight = blend(frame, guide, torch.tensor([10 / 255]))
+    assert out.abs().max() < 1e-6 and weight.max() < 1e-6
+    near, _ = blend(frame, frame + 0.01, torch.tensor([10 / 255]))
     near.sum().backward()
     assert all(p.grad is not None and p.grad.abs() > 0 for p in blend.parameters())
     with pytest.raises(ValueError, match="same"):
