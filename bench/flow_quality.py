@@ -4,10 +4,11 @@
     python bench/flow_quality.py --spynet runs/flow/last.ckpt --spynet basicsr=spynet.pth
     python bench/flow_quality.py --max-pairs-per-seq 4 --synthetic-pairs 50 --out flow.md
 
-Rows: zero flow; OpenCV DIS (preset MEDIUM, grey uint8 frames); SPyNet at random init (its last
-convs are zero, so it returns zero flow: a check of the pipeline); SPyNet from each ``--spynet``
-checkpoint (``SpyNet.load_pretrained``), all at ``--flow-scale``. Every flow is the *backward*
-flow of docs/ARCHITECTURE.md: v_t with ``flow_warp(x_{t-1}, v_t) ≈ x_t``.
+Rows: zero flow; OpenCV DIS (preset MEDIUM, grey uint8 frames, full resolution); the DIS flow
+stage as the network runs it (``model/flow=dis`` at ``--flow-scale``); SPyNet at random init (its
+last convs are zero, so it returns zero flow: a check of the pipeline); SPyNet from each
+``--spynet`` checkpoint (``SpyNet.load_pretrained``), at ``--flow-scale``. Every flow is the
+*backward* flow of docs/ARCHITECTURE.md: v_t with ``flow_warp(x_{t-1}, v_t) ≈ x_t``.
 
 Columns:
 - real clips (the shared samples: DAVIS 3 x 854x480, Vimeo-90K 7 x 448x256, Set8 hypersmooth
@@ -50,6 +51,7 @@ from datamodules.datasets.set8 import scan_set8  # noqa: E402
 from datamodules.datasets.vimeo import scan_vimeo  # noqa: E402
 from datamodules.flow_pairs import SyntheticFlowPairs  # noqa: E402
 from datamodules.sequence import Sequence  # noqa: E402
+from lightning_modules.stages.dis_flow import DISFlow  # noqa: E402
 from lightning_modules.stages.spynet import SpyNet  # noqa: E402
 from lightning_modules.stages.warp import flow_warp  # noqa: E402
 
@@ -116,8 +118,9 @@ def dis_flow_fn(preset: str = "MEDIUM") -> FlowFn:
     return estimate
 
 
-def spynet_flow_fn(net: SpyNet) -> FlowFn:
-    """SPyNet (eval, no grad) as a backward-flow estimator: ``net(ref=cur, supp=prev)``."""
+def spynet_flow_fn(net: torch.nn.Module) -> FlowFn:
+    """A flow stage (SPyNet, DISFlow; eval, no grad) as a backward-flow estimator:
+    ``net(ref=cur, supp=prev)``."""
     net.eval()
 
     def estimate(cur: Tensor, prev: Tensor) -> Tensor:
@@ -318,6 +321,10 @@ def main() -> None:
     rows = [
         Row("zero flow", lambda cur, prev: cur.new_zeros(cur.shape[0], 2, *cur.shape[-2:])),
         Row("DIS medium (OpenCV)", dis_flow_fn("MEDIUM")),
+        Row(
+            f"DIS flow stage (model/flow=dis), scale {args.flow_scale}",
+            spynet_flow_fn(DISFlow(scale=args.flow_scale)),
+        ),
         Row(
             f"SPyNet random init, scale {args.flow_scale}",
             spynet_flow_fn(SpyNet(scale=args.flow_scale)),
