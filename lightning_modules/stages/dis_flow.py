@@ -7,6 +7,18 @@
 variational refinement) gives u with ref(p) ≈ supp(p + u(p)), i.e. our backward flow; it is then
 resized back with its vectors rescaled.
 
+Zero-motion check (``zero_check=True``): on noisy, nearly static video DIS invents motion from the
+noise (on the shared tennis clip at σ = 30 its warp error is 2.2x zero flow's). So each pixel keeps
+the DIS vector only where it explains the frames better than no motion does:
+
+    r(v) = G_w * | G_p * ref − warp(G_p * supp, v) |        (channel mean; G = Gaussian blur)
+    flow = v_DIS where r(v_DIS) < r(0), else 0
+
+with G_p (σ = 1 px) taming the noise and G_w (σ = 4 px) pooling the evidence; the frames are
+blurred first so that bilinear warping, which itself averages noise, does not favour fractional
+vectors. Measured (bench/flow_quality.py, σ = 30, scale 0.25): tennis 2.21 → 1.08 of zero flow's
+warp error, Set8 0.60 → 0.54, DAVIS unchanged at 0.30.
+
 Why a hand-off to OpenCV rather than a torch module: DIS is a well-kept, fast CPU implementation
 with no weights, so a user without internet has working motion estimation at once (SPyNet needs
 pretrained weights or a long pre-training). It is not differentiable and has no parameters: the
@@ -16,12 +28,13 @@ restoration network trains around it (motion refinement still learns), and it ru
 
 from __future__ import annotations
 
+import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.stages.warp import resize_flow
+from lightning_modules.stages.warp import flow_warp, resize_flow
 
 PRESETS = ("ultrafast", "fast", "medium")
 MIN_SIZE = 16
@@ -43,9 +56,12 @@ class DISFlow(nn.Module):
     Args:
         scale: estimate the flow on frames resized by this factor (0 < scale <= 1).
         preset: DIS speed/quality preset, ``ultrafast``, ``fast`` or ``medium``.
+        zero_check: keep a vector only where it beats zero motion (see the module docstring).
     """
 
-    def __init__(self, scale: float = 0.25, preset: str = "medium") -> None:
+    def __init__(
+        self, scale: float = 0.25, preset: str = "medium", zero_check: bool = True
+    ) -> None:
         super().__init__()
         if not (isinstance(scale, (int, float)) and 0.0 < float(scale) <= 1.0):
             raise ValueError(f"DISFlow: scale must be in (0, 1], got {scale!r}")
@@ -54,6 +70,7 @@ class DISFlow(nn.Module):
         _require_cv2()
         self.scale = float(scale)
         self.preset = preset
+        self.zero_check = bool(zero_check)
         self._dis = None  # made on first use: OpenCV objects cannot be pickled (ddp_spawn)
 
     def __getstate__(self) -> dict:
@@ -69,7 +86,7 @@ class DISFlow(nn.Module):
         return self._dis
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, preset={self.preset!r}"
+        return f"scale={self.scale}, preset={self.preset!r}, zero_check={self.zero_check}"
 
     def _grey_uint8(self, frames: Tensor) -> np.ndarray:
         """(B, 3, h, w) float -> (B, h, w) uint8 grey, clipped to [0, 1] first."""
@@ -105,4 +122,19 @@ class DISFlow(nn.Module):
         dis = self._estimator()
         flows = [dis.calc(grey[i], grey[batch + i], None) for i in range(batch)]
         flow = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(ref.device, ref.dtype)
-        return resize_flow(flow, (height, width))
+        flow = resize_flow(flow, (height, width))
+        return self._keep_where_better_than_zero(flow, ref, supp) if self.zero_check else flow
+
+    @staticmethod
+    def _keep_where_better_than_zero(flow: Tensor, ref: Tensor, supp: Tensor) -> Tensor:
+        """flow where r(flow) < r(0), else 0 (the zero-motion check of the module docstring)."""
+        ref, supp = (
+            kornia.filters.gaussian_blur2d(x.float(), (7, 7), (1.0, 1.0)) for x in (ref, supp)
+        )
+
+        def residual(warped: Tensor) -> Tensor:
+            error = (ref - warped).abs().mean(1, keepdim=True)
+            return kornia.filters.gaussian_blur2d(error, (25, 25), (4.0, 4.0))
+
+        better = residual(flow_warp(supp, flow.float())) < residual(supp)
+        return torch.where(better, flow, torch.zeros_like(flow))
