@@ -2,11 +2,14 @@
 
 The model is rebuilt from the config stored in the checkpoint (nothing else is needed); ``data``
 defaults to the data config the model was trained with (its test split). Writes ``results.md``
-and ``results.csv`` into the run folder and prints the tables:
+and ``results.csv`` into the run folder (each complete or not at all: written to a temporary name
+and renamed) and prints the tables:
 
 - per sequence and noise level σ: PSNR / SSIM (in the dataset's metric space: RGB, or BT.601
   studio-range Y for the rain sets), averaged over the frames of the sequence, and mean bpp;
-- per σ: the mean over sequences (the paper-style row), and over everything.
+- per σ: the mean over sequences (the paper-style row), and over everything;
+- with ``entropy_coding=true``: the codec's latents are range-coded (``callbacks/actual_bits.py``)
+  and a third table (and CSV columns) gives actual bpp and its ratio to the estimate, y and z.
 """
 
 from __future__ import annotations
@@ -22,12 +25,18 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from callbacks.actual_bits import COLUMNS as CODING_COLUMNS
+from callbacks.actual_bits import RECORD_KEYS as CODING_KEYS
+from callbacks.actual_bits import ActualBits, add_ratios
+from callbacks.actual_bits import markdown_table as coding_table
 from datamodules.degradations import sigma_to_255
+from lightning_modules.run.atomic_files import atomic_output
 from lightning_modules.run.checkpoints import (
     build_task_from_checkpoint,
     read_checkpoint,
     stored_config,
 )
+from lightning_modules.run.entry_point import InputError, job, reported_errors
 from lightning_modules.run.instantiate import instantiate, instantiate_collection
 from lightning_modules.run.resolvers import register_resolvers
 from lightning_modules.run.structured_configs import register_configs
@@ -67,6 +76,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "psnr": weighted("psnr"),
                 "ssim": weighted("ssim"),
                 "bpp": weighted("bpp"),
+                **{k: weighted(k) for k in CODING_KEYS if k in clips[0]},  # entropy_coding
             }
         )
     sequence_rows = list(rows)
@@ -74,6 +84,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         same = [r for r in sequence_rows if r["sigma"] == sigma]
         rows.append(_average_row("mean", sigma, same))
     rows.append(_average_row("all", "all", sequence_rows))
+    add_ratios(rows)
     return rows
 
 
@@ -82,7 +93,11 @@ def _average_row(name: str, sigma: Any, rows: list[dict[str, Any]]) -> dict[str,
         "sequence": name,
         "sigma": sigma,
         "num_frames": sum(r["num_frames"] for r in rows),
-        **{k: _mean([r[k] for r in rows]) for k in ("psnr", "ssim", "bpp")},
+        **{
+            k: _mean([r[k] for r in rows])
+            for k in ("psnr", "ssim", "bpp", *CODING_KEYS)
+            if k in rows[0]
+        },
     }
 
 
@@ -117,15 +132,20 @@ def markdown_tables(rows: list[dict[str, Any]], metric_space: str) -> str:
 def write_results(rows: list[dict[str, Any]], metric_space: str, out_dir: Path) -> str:
     """Write results.csv and results.md into ``out_dir``; returns the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    with atomic_output(out_dir / "results.csv") as temp, open(temp, "w", newline="") as f:
+        columns = COLUMNS + (CODING_COLUMNS if "bpp_actual" in rows[0] else ())
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for r in rows:
             writer.writerow(
-                {k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in COLUMNS}
+                {k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in columns}
             )
     text = markdown_tables(rows, metric_space)
-    (out_dir / "results.md").write_text(text)
+    if "bpp_actual" in rows[0]:
+        text += "\nActual bits (entropy_coding=true) against the estimate:\n\n"
+        text += coding_table(rows)
+    with atomic_output(out_dir / "results.md") as temp:
+        temp.write_text(text)
     return text
 
 
@@ -147,12 +167,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     task, _ = build_task_from_checkpoint(cfg.ckpt_path, overrides, checkpoint)
     if not hasattr(task, "test_records"):
-        raise ValueError(
+        raise InputError(
             f"ckpt_path: '{cfg.ckpt_path}' holds a {type(task).__name__}, which keeps no per-clip "
             "test records; eval.py evaluates restoration models"
         )
     loggers = instantiate_collection(cfg.get("logger"), "logger")
-    trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", logger=loggers or False)
+    callbacks = [ActualBits()] if cfg.entropy_coding else None
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
+    )
     results = trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     rows = summarize(task.test_records)
@@ -178,7 +201,8 @@ def write_purification(task: pl.LightningModule, datamodule: Any, out_dir: Path)
     if result is None:
         log.warning("purification: the first test clip has no clean frames or a single frame")
         return None
-    Image.fromarray(tsne_image(result)).save(out_dir / "purification_tsne.png")
+    with atomic_output(out_dir / "purification_tsne.png") as temp:
+        Image.fromarray(tsne_image(result)).save(temp)
     print(
         f"purification ratio (temporal features to clean-video features, after / before the "
         f"codec; < 1: the codec purifies): {result.ratio:.4f}; t-SNE: "
@@ -189,8 +213,11 @@ def write_purification(task: pl.LightningModule, datamodule: Any, out_dir: Path)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    results = Path(cfg.paths.output_dir) / "results.md"
+    with job(started=results.exists):  # expected errors: one line; no folder from a failed run
+        evaluate(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    with reported_errors():
+        main()

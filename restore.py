@@ -1,10 +1,16 @@
 """Restore a video with a trained model:
 ``python restore.py ckpt_path=<file.ckpt> input=noisy.mp4 output=clean.mp4 sigma=25``.
 
-``input`` is a video file (anything FFmpeg/PyAV reads) or a folder of frames (png/jpg/bmp/tif,
-natural order); ``output`` ending in a video extension is encoded with PyAV (H.264), anything
-else is a folder of PNG frames ``00000.png, ...``. ``sigma`` (0-255 scale) is the noise level
-given to a denoising model and ignored by others.
+``input`` is a video file (anything FFmpeg/PyAV reads), a folder of frames (png/jpg/bmp/tif,
+natural order) or one image, read by the training loader's reader
+(``datamodules/frame_sources.py``: gray, RGBA and 16-bit images come out as RGB in [0, 1]);
+``output`` ending in a video extension is encoded with PyAV (H.264), anything else is a folder of
+PNG frames ``00000.png, ...``. ``sigma`` (0-255 scale, within [0, 255]) is the noise level given
+to a denoising model and ignored by others.
+
+The output is written under a hidden temporary name in its own folder (created first, so an
+unwritable output stops the run before the model is even loaded) and renamed onto ``output``
+when every frame is written: a failure or a kill never leaves a partial video or folder there.
 
 Frames are streamed: the model sees windows of ``chunk_size`` frames plus up to
 ``context_frames`` already-restored frames before and upcoming frames after (their outputs are
@@ -16,8 +22,10 @@ memory depends on chunk_size + 2·context_frames, not on the video's length. Fra
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import deque
 from collections.abc import Iterator
+from contextlib import nullcontext
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,57 +38,57 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from datamodules.degradations import sigma_from_255
-from datamodules.natural_sort import natural_sorted
+from datamodules.frame_sources import (
+    IMAGE_EXTENSIONS,
+    DatasetLayoutError,
+    ImageFiles,
+    VideoFrames,
+    list_frames,
+)
+from lightning_modules.run.atomic_files import commit, discard, make_temp, remove_stale_temps
 from lightning_modules.run.checkpoints import build_task_from_checkpoint
+from lightning_modules.run.entry_point import InputError, job, reported_errors
 from lightning_modules.run.resolvers import register_resolvers
 from lightning_modules.run.structured_configs import register_configs
+from lightning_modules.stages.latent_file import LatentFileWriter
 
 log = logging.getLogger(__name__)
 register_resolvers()
 register_configs()
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DEFAULT_FPS = 25
 
 
 # ----------------------------------------------------------------------------- reading
-def frame_folder_paths(folder: Path) -> list[Path]:
-    paths = natural_sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ValueError(
-            f"input: no image frames ({', '.join(sorted(IMAGE_SUFFIXES))}) in '{folder}'"
-        )
-    return paths
-
-
-def read_frames(path: Path) -> Iterator[np.ndarray]:
-    """(H, W, 3) uint8 RGB frames of a video file or an image folder, one at a time."""
-    if path.is_dir():
-        size = None
-        for frame_path in frame_folder_paths(path):
-            frame = np.asarray(Image.open(frame_path).convert("RGB"))
-            if size is not None and frame.shape != size:
-                raise ValueError(
-                    f"input: frame '{frame_path}' is {frame.shape[1]}x"
-                    f"{frame.shape[0]}, the first frame is {size[1]}x{size[0]}"
-                )
-            size = frame.shape
-            yield frame
-        return
+def open_input(path: Path) -> ImageFiles | VideoFrames:
+    """``path`` as a frame source of the training loader (``frame_sources.py``): a folder of
+    frames (natural order), one image, or a video file; ``InputError`` naming what is wrong."""
     try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as err:
-        raise ValueError(f"input: '{path}' is not a readable video ({err})") from err
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"input: '{path}' has no video stream")
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")
+        if path.is_dir():
+            return ImageFiles(list_frames(path, check_contiguous=False))
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            return ImageFiles([path])
+        return VideoFrames(path)
+    except DatasetLayoutError as error:
+        raise InputError(f"input: {error}") from error
+
+
+def read_frames(path: Path | ImageFiles | VideoFrames, block: int = 16) -> Iterator[torch.Tensor]:
+    """Float (3, H, W) RGB frames in [0, 1] of ``path`` (or of a source ``open_input`` made),
+    one at a time, decoded ``block`` frames at a time (a video seeks once per block)."""
+    source = open_input(path) if isinstance(path, Path) else path
+    for start in range(0, len(source), block):
+        try:
+            clip = source.read(list(range(start, min(len(source), start + block))))
+        except DatasetLayoutError as error:
+            raise InputError(f"input: {error}") from error
+        yield from clip
 
 
 def input_fps(path: Path) -> float | None:
-    if path.is_dir():
+    """The frame rate of a video input; None for frames on disk."""
+    if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:
         return None
     with av.open(str(path)) as container:
         rate = container.streams.video[0].average_rate
@@ -128,7 +136,7 @@ class FrameWriter:
 
 
 # ----------------------------------------------------------------------------- restoring
-def windows(frames: Iterator[np.ndarray], chunk_size: int, context: int):
+def windows(frames: Iterator, chunk_size: int, context: int):
     """Yield (window, first, count): ``window`` holds up to ``context`` frames before the chunk,
     the chunk (``count`` frames starting at window index ``first``) and up to ``context`` after."""
     history: deque[np.ndarray] = deque(maxlen=context)
@@ -151,10 +159,10 @@ def windows(frames: Iterator[np.ndarray], chunk_size: int, context: int):
 
 @torch.inference_mode()
 def restore_window(
-    task, frames: list[np.ndarray], sigma: float, pad_multiple: int, device: torch.device
+    task, frames: list[torch.Tensor], sigma: float, pad_multiple: int, device: torch.device
 ) -> np.ndarray:
-    """Restore a list of uint8 frames; returns (T, H, W, 3) uint8."""
-    clip = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    """Restore a list of float (3, H, W) frames in [0, 1]; returns (T, H, W, 3) uint8."""
+    clip = torch.stack(frames).to(device)
     height, width = clip.shape[-2:]
     pad_h, pad_w = (-height) % pad_multiple, (-width) % pad_multiple
     if pad_h or pad_w:
@@ -170,49 +178,91 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def restore(cfg: DictConfig) -> Path:
-    """Restore ``cfg.input`` into ``cfg.output``; returns the output path."""
-    source, target = Path(cfg.input), Path(cfg.output)
-    if not source.exists():
-        raise FileNotFoundError(f"input: '{source}' does not exist")
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-        if not cfg.overwrite:
-            raise FileExistsError(
-                f"output: '{target}' already exists (pass overwrite=true to replace it)"
-            )
-        if target.is_dir():
-            for old in target.iterdir():
-                if old.suffix.lower() == ".png":
-                    old.unlink()
+def check_options(cfg: DictConfig) -> None:
+    """``InputError`` for a σ outside [0, 255] or a window option out of range."""
+    if not 0.0 <= cfg.sigma <= 255.0:  # also refuses nan
+        raise InputError(
+            f"sigma: expected a noise level on the 0-255 scale within [0, 255], got {cfg.sigma}"
+        )
     for name, value in (("chunk_size", cfg.chunk_size), ("pad_multiple", cfg.pad_multiple)):
         if value < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {value}")
+            raise InputError(f"{name}: expected an int >= 1, got {value}")
     if cfg.context_frames < 0:
-        raise ValueError(f"context_frames: expected an int >= 0, got {cfg.context_frames}")
-    task, run_cfg = build_task_from_checkpoint(cfg.ckpt_path)
-    if not hasattr(task, "predict_step") or not hasattr(task, "net"):
-        raise ValueError(
-            f"ckpt_path: '{cfg.ckpt_path}' holds a {type(task).__name__}, not a restoration model"
+        raise InputError(f"context_frames: expected an int >= 0, got {cfg.context_frames}")
+
+
+def check_output(target: Path, overwrite: bool) -> None:
+    """Refuse an existing ``output`` (without ``overwrite``) or one of the wrong kind."""
+    is_video = target.suffix.lower() in VIDEO_SUFFIXES
+    if not target.exists() and not target.is_symlink():
+        return
+    if is_video and target.is_dir():
+        raise InputError(f"output: '{target}' is a folder; expected a video file path")
+    if not is_video and not target.is_dir():
+        raise InputError(
+            f"output: '{target}' is a file; expected a folder for PNG frames (or a video "
+            f"name ending in {', '.join(sorted(VIDEO_SUFFIXES))})"
         )
-    device = _device(cfg.device)
-    task.to(device)
-    fps = cfg.fps or input_fps(source) or DEFAULT_FPS
-    target.parent.mkdir(parents=True, exist_ok=True)
-    writer = FrameWriter(target, fps, cfg.crf)
+    if target.is_dir() and not any(target.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"output: '{target}' already exists (pass overwrite=true to replace it)"
+        )
+    if target.is_dir() and any(p.suffix.lower() != ".png" for p in target.iterdir()):
+        raise InputError(
+            f"output: '{target}' holds files other than PNG frames; not replaced (expected a "
+            "folder of PNG frames, or a new output path)"
+        )
+
+
+def create_output(target: Path) -> tuple[Path, Path | None]:
+    """Create the output's folder and its temporary output (see the module docstring).
+
+    Returns (temporary path, the outermost folder created for it or None): both are removed
+    when the run fails. ``InputError`` naming ``output`` when either cannot be created."""
+    missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    blocking = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise InputError(
+            f"output: cannot write '{target}': '{blocking}' is a file; expected a path in a "
+            "writable folder"
+        )
     try:
-        for window, first, count in windows(
-            read_frames(source), cfg.chunk_size, cfg.context_frames
-        ):
-            restored = restore_window(task, window, cfg.sigma, cfg.pad_multiple, device)
-            for frame in restored[first : first + count]:
-                writer.write(frame)
-    finally:
-        writer.close()
-    if writer.count == 0:
-        raise ValueError(f"input: '{source}' has no frames")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        temp = make_temp(target, folder=target.suffix.lower() not in VIDEO_SUFFIXES)
+    except OSError as error:
+        raise InputError(
+            f"output: cannot write '{target}' ({error.strerror or error}); expected a path in "
+            "a writable folder"
+        ) from error
+    return temp, missing[-1] if missing else None
+
+
+def restore(cfg: DictConfig) -> Path:
+    """Restore ``cfg.input`` into ``cfg.output``; returns the output path.
+
+    Inputs and the output are checked before the model is loaded; the output appears at
+    ``cfg.output`` only complete (module docstring)."""
+    source, target = Path(cfg.input), Path(cfg.output)
+    check_options(cfg)
+    if not source.exists():
+        raise FileNotFoundError(f"input: '{source}' does not exist")
+    frames = open_input(source)  # set-up checks: no frames, unreadable video, ...
+    check_output(target, cfg.overwrite)
+    temp, created = create_output(target)
+    try:
+        count, run_cfg = _restore_into(cfg, source, frames, temp)
+        commit(temp, target)
+    except BaseException:
+        discard(temp)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     log.info(
         "restored %d frames of %s into %s (model: %s)",
-        writer.count,
+        count,
         source,
         target,
         run_cfg.model.task._target_,
@@ -220,10 +270,47 @@ def restore(cfg: DictConfig) -> Path:
     return target
 
 
+def _restore_into(
+    cfg: DictConfig, source: Path, frames: ImageFiles | VideoFrames, temp: Path
+) -> tuple[int, DictConfig]:
+    """Restore every frame of ``frames`` (read from ``source``) into ``temp``; returns (frames
+    written, run config)."""
+    task, run_cfg = build_task_from_checkpoint(cfg.ckpt_path)
+    if not hasattr(task, "predict_step") or not hasattr(task, "net"):
+        raise InputError(
+            f"ckpt_path: '{cfg.ckpt_path}' holds a {type(task).__name__}, not a restoration model"
+        )
+    device = _device(cfg.device)
+    task.to(device)
+    fps = cfg.fps or input_fps(source) or DEFAULT_FPS
+    latents = None  # save_latents: the coded temporal features (stages/latent_file.py)
+    if cfg.save_latents:
+        latents = LatentFileWriter(cfg.save_latents, task.net, cfg.overwrite)
+    writer = FrameWriter(temp, fps, cfg.crf)
+    try:
+        for window, first, count in windows(
+            read_frames(frames, cfg.chunk_size), cfg.chunk_size, cfg.context_frames
+        ):
+            with latents.window(first, count, len(window)) if latents else nullcontext():
+                restored = restore_window(task, window, cfg.sigma, cfg.pad_multiple, device)
+            for frame in restored[first : first + count]:
+                writer.write(frame)
+    finally:
+        writer.close()
+        if latents is not None:
+            latents.close()
+            log.info("latents: %d frames, %d bits: %s", latents.frames, latents.bits, latents.path)
+    if writer.count == 0:
+        raise InputError(f"input: '{source}' has no frames")
+    return writer.count, run_cfg
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="restore")
 def main(cfg: DictConfig) -> None:
-    restore(cfg)
+    with job():  # expected errors: one line; a failed run leaves no run folder
+        restore(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    with reported_errors():
+        main()

@@ -28,11 +28,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from callbacks.sweep_summary import write_job_metrics
+from lightning_modules.run.acceleration import checked_precision, compile_network
 from lightning_modules.run.checkpoints import StoreConfigInCheckpoint, build_task, resolved_config
-from lightning_modules.run.config_schema import ConfigError, check_overrides, validate_config
+from lightning_modules.run.config_schema import check_overrides, validate_config
+from lightning_modules.run.entry_point import StepCounter, job, reported_errors
 from lightning_modules.run.instantiate import instantiate, instantiate_collection
 from lightning_modules.run.phased_training import run_phases
 from lightning_modules.run.resolvers import register_resolvers
+from lightning_modules.run.resume import RngStateInCheckpoint, resume_argv
 from lightning_modules.run.structured_configs import register_configs
 
 log = logging.getLogger(__name__)
@@ -92,15 +96,19 @@ def train(
     model = build_task(cfg.model)
     if prepare_model is not None:
         prepare_model(model)
+    accelerator = cfg.trainer.get("accelerator")
+    compile_network(model, bool(cfg.get("compile")), accelerator)  # eager, 1 warning, if it can't
     callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks")
-    callbacks.append(StoreConfigInCheckpoint(resolved))
+    callbacks += [StoreConfigInCheckpoint(resolved), StepCounter()]
+    callbacks.append(RngStateInCheckpoint())  # a resumed fit continues the random streams
     loggers = instantiate_collection(cfg.get("logger"), "logger")
     if not loggers:  # LearningRateMonitor refuses a trainer without loggers (e.g. logger=null)
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     if cfg.trainer.get("enable_progress_bar") is False:  # as Lightning users expect: no bar
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    precision = checked_precision(cfg.trainer.get("precision"), accelerator)  # bf16: GPU has it?
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, precision=precision
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
@@ -136,33 +144,38 @@ def optimized_value(
 
 
 def run(cfg: DictConfig) -> float:
-    """One Hydra job: a single training or phases of training; returns the optimized metric."""
+    """One Hydra job: a single training or phases of training; returns the optimized metric
+    and writes the final metrics to ``<run dir>/metrics.json`` (read by the sweep summary)."""
     if cfg.get("training_phases"):
         metrics, objects = run_phases(cfg, train)
     else:
         metrics, objects = train(cfg)
-    return optimized_value(cfg, metrics, objects.get("trainer"))
+    value = optimized_value(cfg, metrics, objects.get("trainer"))
+    write_job_metrics(cfg.paths.output_dir, metrics, cfg.get("optimized_metric"), value)
+    return value
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    """A failure before the first training step removes the run folder; an expected error is
+    one ``error:`` line (``lightning_modules/run/entry_point.py``)."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        return run(cfg)
-    except Exception:
-        if not multirun:
-            raise
-        log.exception("job %s failed; the sweep goes on", HydraConfig.get().job.num)
-        return math.nan
-    finally:
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and wandb.run is not None:
-            wandb.finish()  # one wandb run per job, also when the job failed
+    with job(started=StepCounter.started):
+        try:
+            return run(cfg)
+        except Exception:
+            if not multirun:
+                raise
+            log.exception("job %s failed; the sweep goes on", HydraConfig.get().job.num)
+            return math.nan
+        finally:
+            wandb = sys.modules.get("wandb")
+            if wandb is not None and wandb.run is not None:
+                wandb.finish()  # one wandb run per job, also when the job failed
 
 
 if __name__ == "__main__":
-    try:
+    with reported_errors():  # expected errors: one line, no traceback
         check_overrides(sys.argv[1:])
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
-    main()
+        sys.argv = resume_argv(sys.argv)  # ckpt_path=last; a resumed run keeps its run folder
+        main()

@@ -124,6 +124,8 @@ class ScheduledImageCallback(pl.Callback):
     ) -> None:
         if batch_idx != 0 or dataloader_idx != 0 or not self.is_due(trainer):
             return
+        if not trainer.is_global_zero:  # only rank zero logs images: spare the others the forward
+            return
         visuals = clip_visuals(pl_module, batch)
         if visuals is None:
             info_once(

@@ -122,6 +122,6 @@ class Purification(pl.Callback):
         self.last = result
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.tsne_points > 0 and self.last is not None:
+        if self.tsne_points > 0 and self.last is not None and trainer.is_global_zero:
             image = tsne_image(self.last, self.tsne_points)
             log_images(trainer, "val/purification", {"tsne": image}, step=trainer.global_step)

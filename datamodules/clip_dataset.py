@@ -11,10 +11,12 @@ Indexing:
   of ``patch_size``, or the full frame when None.
 
 Randomness (all of it through one ``torch.Generator`` per item):
-- training: seeded from (``seed``, index, one draw from torch's global RNG). In DataLoader
-  workers PyTorch seeds that global RNG per worker from the loader's generator (``base_seed +
-  worker_id``), in the main process ``seed_everything``/``torch.manual_seed`` does; so a run
-  repeats given its seeds while every epoch sees new crops and noise;
+- training, indexed by a key ``(index, item_seed)`` (what ``datamodules/clip_sampler.py:
+  ClipSampler`` yields; ``item_seed`` is a function of (seed, epoch, slot)): seeded from
+  (``seed``, index, item_seed) only, so a clip is the same whatever the process, worker count
+  or resume, and every epoch sees new crops and noise;
+- training, indexed by a plain int: seeded from (``seed``, index, one draw from torch's global
+  RNG; PyTorch seeds it per DataLoader worker, ``seed_everything`` in the main process);
 - val/test: seeded from (``seed``, "eval", sequence name, window start, ``repr`` of the
   degradation) only, so evaluation noise is identical across runs, dataset instances, worker
   counts and the order of the other sequences.
@@ -223,17 +225,19 @@ class ClipDataset(Dataset):
             f"degradations={self.degradations!r})"
         )
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Item ``key``: an index, or ``(index, item_seed)`` (training; module docstring)."""
+        index, item_seed = key if isinstance(key, tuple) else (key, None)
         if not -len(self) <= index < len(self):
             raise IndexError(f"ClipDataset index {index} out of range for {len(self)} clips")
         index %= len(self)
         if not self.skip_bad:
-            return self._load(index)
+            return self._load(index, item_seed)
         last_error = None
         for attempt in range(min(len(self), MAX_SUBSTITUTIONS)):
             candidate = (index + attempt) % len(self)
             try:
-                return self._load(candidate)
+                return self._load(candidate, item_seed)
             except READ_ERRORS as error:
                 last_error = error
                 log.warning("ClipDataset: skipping unreadable clip %d: %s", candidate, error)
@@ -241,8 +245,10 @@ class ClipDataset(Dataset):
             f"ClipDataset: {MAX_SUBSTITUTIONS} consecutive clips from {index} failed to read"
         ) from last_error
 
-    def _generator(self, index: int, ref: ClipRef) -> torch.Generator:
-        if self.train:
+    def _generator(self, index: int, ref: ClipRef, item_seed: int | None) -> torch.Generator:
+        if self.train and item_seed is not None:
+            seed = derive_seed(self.seed, "train", index, int(item_seed))
+        elif self.train:
             draw = int(torch.randint(2**62, ()).item())  # global RNG: worker-seeded by PyTorch
             seed = derive_seed(self.seed, "train", index, draw)
         else:
@@ -277,10 +283,10 @@ class ClipDataset(Dataset):
             )
         return gt, lq
 
-    def _load(self, index: int) -> dict:
+    def _load(self, index: int, item_seed: int | None = None) -> dict:
         ref = self.items[index]
         sequence = self.sequences[ref.sequence]
-        generator = self._generator(index, ref)
+        generator = self._generator(index, ref, item_seed)
         indices = self._frame_indices(ref, len(sequence), generator)
         gt, lq = self._read(sequence, indices)
         frame_size = tuple((gt if gt is not None else lq).shape[-2:])

@@ -15,6 +15,7 @@ units (``sigma_from_255``), and handed to the datasets.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -23,7 +24,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from datamodules.clip_dataset import ClipDataset
+from datamodules.clip_dataset import ClipDataset, derive_seed
+from datamodules.clip_sampler import ClipSampler
 from datamodules.degradations import (
     DEGRADATIONS,
     TASK_OF_DEGRADATION,
@@ -64,6 +66,11 @@ class VideoDataModule(pl.LightningDataModule):
         patch_size: training crop (int or (h, w)); None = full frame.
         val_patch_size, test_patch_size: centre crop at val/test; None = full frame.
         batch_size: training clips per batch; val_batch_size: for validation and test.
+        clips_per_epoch: training clips per epoch (over all DDP ranks), drawn from every window
+            of every sequence (``ClipSampler``), so epoch length does not depend on how few
+            sequences a set has; None = one clip per window start. Training clips are a function
+            of (``seed``, the run's torch seed, epoch, position): a fit resumed mid-epoch from
+            ``last.ckpt`` continues with exactly the clips it had not trained on.
         num_workers: DataLoader workers (persistent when > 0); pin_memory: DataLoader pinning.
         test_sigmas: test noise levels (0-255 units), one item per (clip, σ), noise only.
         val_sigma: validation noise level (0-255 units), noise only.
@@ -113,6 +120,7 @@ class VideoDataModule(pl.LightningDataModule):
         root: str | None = None,
         train_list: str | None = None,
         test_list: str | None = None,
+        clips_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         self.root, self.train_list, self.test_list = root, train_list, test_list
@@ -190,6 +198,17 @@ class VideoDataModule(pl.LightningDataModule):
             "transpose": bool(transpose),
         }
         self.degrade_paired = bool(degrade_paired)
+        if clips_per_epoch is not None and (
+            isinstance(clips_per_epoch, bool)
+            or not isinstance(clips_per_epoch, int)
+            or clips_per_epoch < 1
+        ):
+            raise ValueError(
+                f"VideoDataModule: clips_per_epoch (data.clips_per_epoch) must be a positive int "
+                f"or null, got {clips_per_epoch!r}"
+            )
+        self.clips_per_epoch = clips_per_epoch
+        self._resume_at = (0, 0)  # (epoch, batches of it trained) of a resumed fit
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
 
     # ------------------------------------------------------------------ setup
@@ -260,7 +279,9 @@ class VideoDataModule(pl.LightningDataModule):
                 )
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, split: str, batch_size: int, sampler: ClipSampler | None = None
+    ) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(
                 f"VideoDataModule: no {split} dataset; call setup() first "
@@ -269,7 +290,8 @@ class VideoDataModule(pl.LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            shuffle=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -277,17 +299,65 @@ class VideoDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def train_sampler(self) -> ClipSampler:
+        """The training ``ClipSampler``: this rank's share of ``clips_per_epoch`` keys, seeded by
+        ``seed`` and the run's torch seed (``seed_everything``), positioned where a resumed fit
+        left off."""
+        if "train" not in self.datasets:
+            raise RuntimeError("VideoDataModule: no train dataset; call setup() first")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sampler = ClipSampler(
+            len(self.datasets["train"]),
+            self.clips_per_epoch,
+            seed=derive_seed(self.seed, torch.initial_seed()),
+            num_replicas=torch.distributed.get_world_size() if distributed else 1,
+            rank=torch.distributed.get_rank() if distributed else 0,
+        )
+        epoch, done_batches = self._resume_at
+        self._resume_at = (0, 0)  # once: later loaders (reloads) start their epochs afresh
+        batches_per_epoch = math.ceil(len(sampler) / self.batch_size)
+        limit = getattr(self.trainer, "limit_train_batches", None)  # as Lightning applies it
+        if isinstance(limit, int):
+            batches_per_epoch = min(batches_per_epoch, limit)
+        elif isinstance(limit, float):
+            batches_per_epoch = int(batches_per_epoch * limit)
+        if done_batches >= batches_per_epoch:  # saved at the end of an epoch: the next one
+            epoch, done_batches = epoch + 1, 0
+        sampler.set_epoch(epoch)  # Lightning sets it too, but after a loader with workers started
+        sampler.skip_next(done_batches * self.batch_size)
+        return sampler
+
+    # Hand-written resume position: Lightning restarts a plain DataLoader's epoch on resume, and
+    # builds (and starts) the train loader for ``estimated_stepping_batches`` before it restores
+    # its loops; the datamodule's own state is restored before that, so it carries the position.
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands when a checkpoint is written: the epoch being trained and how
+        many of its batches are done (from Lightning's loop progress)."""
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            return {}
+        return {
+            "train_epoch": max(loop.epoch_progress.current.ready - 1, 0),
+            "train_batches_done": loop.epoch_loop.batch_progress.current.ready,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_at = (
+            int(state_dict.get("train_epoch", 0)),
+            int(state_dict.get("train_batches_done", 0)),
+        )
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, self.train_sampler())
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation clips, or an empty list (no validation) when val_sequences is None."""
         if "val" not in self.datasets and self.sources["val"] is None:
             return []
-        return self._loader("val", self.val_batch_size, shuffle=False)
+        return self._loader("val", self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.val_batch_size, shuffle=False)
+        return self._loader("test", self.val_batch_size)
 
 
 def _size(patch_size):

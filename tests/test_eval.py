@@ -107,3 +107,21 @@ def test_summary_averages_frames_per_sequence_then_sequences_per_sigma():
     with pytest.raises(ValueError, match="no records"):
         evaluation.summarize([])
     assert math.isnan(evaluation._mean([]))
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A failure while writing (here: a full disk) leaves no results file, not a partial one."""
+    records = [{"name": "a", "sigma": 10 / 255, "psnr": 30.0, "ssim": 0.9, "bpp": 0.2}]
+    rows = evaluation.summarize([{**r, "num_frames": 2} for r in records])
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluation.csv.DictWriter, "writerow", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            evaluation.write_results(rows, "rgb", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    evaluation.write_results(rows, "rgb", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.md"]
+    assert "| a | 30.00/0.9000 |" in (tmp_path / "results.md").read_text()

@@ -1,4 +1,5 @@
-"""restore.py: video and frame-folder I/O, streaming windows, errors, chunking invariance."""
+"""restore.py: video and frame-folder I/O, streaming windows, errors, chunking invariance,
+atomic outputs (complete or absent; a rerun after a failure or a kill works)."""
 
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from hydra import initialize_config_dir
 from PIL import Image
 
 import restore  # noqa: E402
+from lightning_modules.run.atomic_files import temp_prefix
+from lightning_modules.run.entry_point import InputError
 from tests.conftest_config import CONF_DIR, compose_config, tiny_training_run  # noqa: E402
 
 NUM_FRAMES, HEIGHT, WIDTH = 7, 36, 52  # not multiples of the padding: exercises pad + crop
@@ -121,8 +124,75 @@ def test_missing_or_empty_input_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="input: .*does not exist"):
         _restore(tmp_path / "any.ckpt", tmp_path / "missing.mp4", tmp_path / "out.mp4")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="input: no image frames"):
+    with pytest.raises(InputError, match="input: no image frames .* in folder .*empty"):
         list(restore.read_frames(tmp_path / "empty"))
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
-    with pytest.raises(ValueError, match="input: .*not a readable video"):
+    with pytest.raises(InputError, match="input: cannot read video .*bad.mp4"):
         list(restore.read_frames(tmp_path / "bad.mp4"))
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("sigma", [-5, 255.5, 300, float("nan")])
+def test_sigma_outside_0_255_is_refused_before_anything_is_read(tmp_path, sigma):
+    with pytest.raises(InputError, match=r"sigma: expected .* within \[0, 255\], got"):
+        _restore(tmp_path / "any.ckpt", tmp_path / "missing", tmp_path / "out", f"sigma={sigma}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_is_found_before_the_model_is_loaded(tmp_path):
+    """The checkpoint does not exist: an output error proves the output was checked first."""
+    _write_folder(tmp_path / "frames", _frames()[:2])
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(InputError, match=r"output: cannot write .*file/clean.mp4.*is a file"):
+        _restore(tmp_path / "none.ckpt", tmp_path / "frames", tmp_path / "file" / "clean.mp4")
+    (tmp_path / "clip.mp4").mkdir()
+    with pytest.raises(InputError, match=r"output: .*clip.mp4' is a folder"):
+        _restore(tmp_path / "none.ckpt", tmp_path / "frames", tmp_path / "clip.mp4")
+
+
+def test_sixteen_bit_gray_and_rgba_frames_are_read_like_the_training_loader(tmp_path):
+    deep = np.arange(6 * 5, dtype=np.uint16).reshape(6, 5) * 2000
+    Image.fromarray(deep).save(tmp_path / "a.png")
+    (frame,) = restore.read_frames(tmp_path / "a.png")
+    assert frame.shape == (3, 6, 5)
+    np.testing.assert_allclose(frame[1].numpy(), deep / 65535.0, atol=1e-6)
+    rgba = np.random.default_rng(0).integers(0, 256, (6, 5, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "b.png")
+    (frame,) = restore.read_frames(tmp_path / "b.png")
+    np.testing.assert_allclose(frame.permute(1, 2, 0).numpy(), rgba[..., :3] / 255.0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_failure_midway_leaves_no_output_and_a_rerun_works(tiny_run, tmp_path):
+    frames = _frames(2)
+    _write_folder(tmp_path / "frames", frames)
+    good = (tmp_path / "frames" / "frame_5.png").read_bytes()
+    (tmp_path / "frames" / "frame_5.png").write_bytes(good[: len(good) // 2])
+    target = tmp_path / "new" / "clean.mp4"
+    with pytest.raises(InputError, match=r"input: cannot decode frame .*frame_5.png"):
+        # chunks of 2 frames, no look-ahead: 4 frames are written before frame 5 is read
+        _restore(tiny_run["last"], tmp_path / "frames", target, "chunk_size=2", "context_frames=0")
+    assert not (tmp_path / "new").exists()  # the folder made for the output went too
+    (tmp_path / "frames" / "frame_5.png").write_bytes(good)
+    target.parent.mkdir()
+    stale = target.parent / f"{temp_prefix(target)}killed.mp4"  # what a SIGKILL leaves
+    stale.write_bytes(b"partial")
+    _restore(tiny_run["last"], tmp_path / "frames", target, "chunk_size=2")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["clean.mp4"]
+    with av.open(str(target)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == NUM_FRAMES
+
+
+@pytest.mark.slow
+def test_png_folder_output_is_replaced_whole(tiny_run, tmp_path):
+    _write_folder(tmp_path / "frames", _frames(3)[:3])
+    target = tmp_path / "out"
+    target.mkdir()
+    for name in ("00000.png", "00007.png"):  # an older, longer restore
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(target / name)
+    _restore(tiny_run["last"], tmp_path / "frames", target, "overwrite=true")
+    assert sorted(p.name for p in target.iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="holds files other than PNG frames"):
+        _restore(tiny_run["last"], tmp_path / "frames", target, "overwrite=true")

@@ -48,11 +48,38 @@ def _explain(error: InstantiationException, where: str) -> str:
     return f"{key}: {type(cause).__name__}: {str(cause).splitlines()[0]}"
 
 
+_NUMBER = re.compile(r"\b(int|float)\b")
+_TEXT = re.compile(r"\b(str|Any)\b")
+
+
+def _text_for_a_number(cfg: DictConfig, where: str) -> str | None:
+    """ "<where>.<key>: expected <annotation>, got '<text>'" for the first argument given as text
+    where the target's signature annotates a number (e.g. ``trainer.max_steps=abc``), else None.
+    Lightning and torch fail on such values deep inside with a TypeError that names no key."""
+    try:
+        parameters = inspect.signature(hydra.utils.get_object(cfg._target_)).parameters
+    except (ImportError, ValueError, TypeError, AttributeError):
+        return None
+    for name, value in cfg.items():
+        if not isinstance(value, str) or name not in parameters:
+            continue
+        annotation = parameters[name].annotation
+        text = annotation if isinstance(annotation, str) else str(annotation)
+        text = getattr(annotation, "__name__", text) if isinstance(annotation, type) else text
+        if _NUMBER.search(text) and not _TEXT.search(text):
+            return f"{where}.{name}: expected {text}, got {value!r}"
+    return None
+
+
 def instantiate(cfg: DictConfig, where: str, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(cfg, **kwargs)``; a ``ConfigError`` naming ``where`` on failure."""
     try:
         return hydra.utils.instantiate(cfg, **kwargs)
     except InstantiationException as error:
+        if isinstance(error.__cause__, TypeError) and isinstance(cfg, DictConfig):
+            wrong_type = _text_for_a_number(cfg, where)
+            if wrong_type is not None:
+                raise ConfigError(wrong_type) from error
         raise ConfigError(_explain(error, where)) from error
 
 

@@ -27,6 +27,7 @@ class TrainConfig:
     seed: int | None = None
     optimized_metric: str | None = None
     float32_matmul_precision: str | None = None
+    compile: bool = False
     training_phases: list[Any] | None = None
     training_stages: Any = None  # renamed training_phases; config_schema says so if it is set
     data: Any = MISSING
@@ -47,6 +48,7 @@ class EvalConfig:
     seed: int | None = None
     float32_matmul_precision: str | None = None
     purification: bool = False
+    entropy_coding: bool = False
     data: Any = None
     trainer: Any = MISSING
     logger: Any = None
@@ -70,6 +72,7 @@ class RestoreConfig:
     device: str = "auto"
     fps: float | None = None
     crf: int = 17
+    save_latents: str | None = None
     paths: Any = MISSING
 
 

@@ -287,10 +287,9 @@ class FeatureCodec(nn.Module):
         pool = self.latent_stride // 4
         return F.avg_pool2d(context, pool) if pool > 1 else context
 
-    def forward(self, feats: list[Tensor], context: Tensor | None = None) -> CodecOutput:
-        """Purify ``feats`` (scales 1, 1/2, 1/4); ``context``: current-frame 1/4-scale features
-        (B, context_channels, ceil(H/4), ceil(W/4)), or None (zeros are used)."""
-        self._check_inputs(feats, context)
+    def analyse(self, feats: list[Tensor], context: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(y, context on y's grid or None): the padded features through g_a; ``feats`` and
+        ``context`` as in ``forward``. Used by ``forward`` and by the entropy coder."""
         height, width = feats[0].shape[-2:]
         stride = self.total_stride
         padded = (math.ceil(height / stride) * stride, math.ceil(width / stride) * stride)
@@ -298,6 +297,23 @@ class FeatureCodec(nn.Module):
             self._pad(f, padded[0] // 2**s, padded[1] // 2**s) for s, f in enumerate(feats)
         ]
         y = self.encoder(padded_feats)
+        return y, self._context_on_latent_grid(context, y, padded)
+
+    def hyper_parameters(
+        self, z_hat: Tensor, context_grid: Tensor | None
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """(raw step q or None, μ, σ) on y's grid from ẑ and the context alone: what a decoder
+        can compute before it has ŷ (σ bounded below by the conditional's scale bound)."""
+        params = self.hyper_decoder(z_hat, context_grid).chunk(self.chunks, dim=1)
+        q_raw = params[0] if self.chunks == 3 else None
+        mu, sigma_raw = params[-2], params[-1]
+        return q_raw, mu, lower_bound(F.softplus(sigma_raw), SCALE_BOUND)
+
+    def forward(self, feats: list[Tensor], context: Tensor | None = None) -> CodecOutput:
+        """Purify ``feats`` (scales 1, 1/2, 1/4); ``context``: current-frame 1/4-scale features
+        (B, context_channels, ceil(H/4), ceil(W/4)), or None (zeros are used)."""
+        self._check_inputs(feats, context)
+        y, context_grid = self.analyse(feats, context)
         if self.chunks == 0:
             y_hat = y
             zeros = torch.zeros_like(y)
@@ -305,11 +321,7 @@ class FeatureCodec(nn.Module):
             bits_y = bits_z = y.new_zeros(())
         else:
             z_hat, z_likelihood = self.z_density(self.hyper_encoder(y))
-            context_grid = self._context_on_latent_grid(context, y, padded)
-            params = self.hyper_decoder(z_hat, context_grid).chunk(self.chunks, dim=1)
-            q_raw = params[0] if self.chunks == 3 else None
-            mu, sigma_raw = params[-2], params[-1]
-            sigma = lower_bound(F.softplus(sigma_raw), SCALE_BOUND)
+            q_raw, mu, sigma = self.hyper_parameters(z_hat, context_grid)
             y_hat, y_likelihood, q_used = self.quantize_with_rate(y, mu, sigma, q_raw)
             bits_map = -torch.log2(y_likelihood)
             maps = {"q": q_used, "mu": mu, "sigma": sigma, "bits": bits_map}

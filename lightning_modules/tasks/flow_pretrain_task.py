@@ -36,6 +36,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_modules.stages.warp import flow_warp, resize_flow
+from lightning_modules.tasks.finite_steps import STATE_KEY, FiniteStepGuard, check_finite_state
 from lightning_modules.tasks.losses import (
     census_loss,
     charbonnier,
@@ -87,6 +88,8 @@ class FlowPretrainTask(pl.LightningModule):
         charbonnier_eps: ε of the Charbonnier photometric loss.
         census_patch: window size of the census transform.
         scheduler_interval: ``"step"`` or ``"epoch"``.
+        max_bad_steps: a step with a NaN/inf loss or gradient is skipped (``train/skipped_steps``);
+            this many in a row stop training (``lightning_modules/tasks/finite_steps.py``).
     """
 
     def __init__(
@@ -104,8 +107,10 @@ class FlowPretrainTask(pl.LightningModule):
         charbonnier_eps: float = 1e-3,
         census_patch: int = 7,
         scheduler_interval: str = "step",
+        max_bad_steps: int = 10,
     ) -> None:
         super().__init__()
+        self.finite_steps = FiniteStepGuard(max_bad_steps, "FlowPretrainTask")
         if supervision not in SUPERVISIONS:
             raise ValueError(
                 f"FlowPretrainTask: supervision must be one of {SUPERVISIONS}, got {supervision!r}"
@@ -245,7 +250,20 @@ class FlowPretrainTask(pl.LightningModule):
                 prog_bar=key == "loss",
                 batch_size=batch_size,
             )
+        self.finite_steps.observe_loss(terms["loss"])
         return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip (drop the gradients of) a step with a NaN/inf loss or gradient; see
+        ``finite_steps.FiniteStepGuard``."""
+        self.finite_steps.check(self, optimizer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_finite_state(checkpoint["state_dict"], "FlowPretrainTask")
+        checkpoint[STATE_KEY] = self.finite_steps.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.finite_steps.load_state_dict(checkpoint.get(STATE_KEY, {}))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         terms = self._terms(batch)
@@ -261,9 +279,11 @@ class FlowPretrainTask(pl.LightningModule):
             return
         error = self.val_error.compute()
         zero = self.val_zero_flow_error.compute()
-        self.log("val/flow_error", error, prog_bar=True)
-        self.log("val/zero_flow_error", zero)
-        self.log("val/flow_error_ratio", error / zero.clamp_min(1e-12))
+        # compute() already reduced over ranks, so every rank holds the same value; sync_dist
+        # keeps it that way (a mean of equal values) and marks the epoch metric as synced.
+        self.log("val/flow_error", error, prog_bar=True, sync_dist=True)
+        self.log("val/zero_flow_error", zero, sync_dist=True)
+        self.log("val/flow_error_ratio", error / zero.clamp_min(1e-12), sync_dist=True)
         self.val_error.reset()
         self.val_zero_flow_error.reset()
 

@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
+from lightning_modules.tasks.finite_steps import STATE_KEY, FiniteStepGuard, check_finite_state
 from lightning_modules.tasks.losses import charbonnier
 from lightning_modules.tasks.lr_schedules import (
     check_optimizer_arguments,
@@ -84,6 +85,8 @@ class RestorationTask(pl.LightningModule):
             (S2VD's NTURain convention drops 2; with whole-sequence test clips, as the data
             configs use, that is per sequence). Validation scores every frame.
         scheduler_interval: ``"step"`` or ``"epoch"``: when Lightning steps the scheduler.
+        max_bad_steps: a step with a NaN/inf loss or gradient is skipped (``train/skipped_steps``);
+            this many in a row stop training (``lightning_modules/tasks/finite_steps.py``).
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class RestorationTask(pl.LightningModule):
         crop_border: int = 0,
         scheduler_interval: str = "step",
         metric_edge_frames: int = 0,
+        max_bad_steps: int = 10,
     ) -> None:
         super().__init__()
+        self.finite_steps = FiniteStepGuard(max_bad_steps, "RestorationTask")
         bounds = {  # name: (value, smallest allowed, whether the bound itself is allowed)
             "rate_weight": (rate_weight, 0, True),
             "rate_warmup_steps": (rate_warmup_steps, 0, True),
@@ -177,6 +182,7 @@ class RestorationTask(pl.LightningModule):
         rate_weight = self.rate_weight_at(self.global_step)
         bpp = _as_scalar(out.bpp, distortion)
         loss = distortion + rate_weight * bpp
+        self.finite_steps.observe_loss(loss)
         psnr, ssim = frame_psnr_ssim(
             out.restored, gt, self.hparams.metric_space, self.hparams.crop_border
         )
@@ -220,11 +226,21 @@ class RestorationTask(pl.LightningModule):
         Its gradients are dropped (set to None) just before the step, so the optimizer skips
         those parameters entirely (no update, no weight decay, no moment statistics). This keeps
         requires_grad unchanged, which DDP needs (its reducer is built once), and works with
-        any scheduler, which would overwrite a zero learning rate.
+        any scheduler, which would overwrite a zero learning rate. A step with a NaN/inf loss or
+        gradient is skipped the same way (``finite_steps.FiniteStepGuard``).
         """
+        if not self.finite_steps.check(self, optimizer):
+            return
         if self.global_step < self.hparams.freeze_flow_steps:
             for param in self._flow_parameters():
                 param.grad = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_finite_state(checkpoint["state_dict"], "RestorationTask")
+        checkpoint[STATE_KEY] = self.finite_steps.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.finite_steps.load_state_dict(checkpoint.get(STATE_KEY, {}))
 
     def _flow_parameters(self) -> list[nn.Parameter]:
         flow = getattr(self.net, "flow", None)
