@@ -10,6 +10,12 @@ and renamed) and prints the tables:
 - per σ: the mean over sequences (the paper-style row), and over everything;
 - with ``entropy_coding=true``: the codec's latents are range-coded (``callbacks/actual_bits.py``)
   and a third table (and CSV columns) gives actual bpp and its ratio to the estimate, y and z.
+
+``method=noisy|nlm|bm3d`` evaluates a classical per-frame denoiser instead of a checkpoint (then
+``data=`` is needed). ``ckpt_path`` and ``method`` also take lists: with several entries each
+gets its tables in a sub-folder and the run folder gets the comparison (methods x σ, markdown,
+CSV, PSNR-versus-σ and rate-distortion plots; ``lightning_modules/run/eval_methods.py``).
+``max_frames=N`` scores the first N frames of every test clip.
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ from lightning_modules.run.checkpoints import (
     stored_config,
 )
 from lightning_modules.run.entry_point import InputError, job, reported_errors
+from lightning_modules.run.eval_methods import (
+    checkpoint_label,
+    method_task,
+    requested,
+    test_loader,
+    unique_labels,
+    write_comparison,
+)
 from lightning_modules.run.instantiate import instantiate, instantiate_collection
 from lightning_modules.run.resolvers import register_resolvers
 from lightning_modules.run.structured_configs import register_configs
@@ -150,9 +164,66 @@ def write_results(rows: list[dict[str, Any]], metric_space: str, out_dir: Path) 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``ckpt_path`` and/or ``method`` (each one or a list): one entry writes its tables
+    into the run folder; several write theirs into sub-folders and the comparison into the run
+    folder. Returns the entry's result, or ``entries`` and the comparison."""
+    checkpoints, methods = requested(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    if len(checkpoints) + len(methods) == 1:
+        if checkpoints:
+            return evaluate_checkpoint(cfg, checkpoints[0], out_dir)
+        return evaluate_method(cfg, methods[0], out_dir)
+    labels = unique_labels([checkpoint_label(c) for c in checkpoints] + methods)
+    data_cfg = cfg.data
+    entries = []
+    for index, (label, source) in enumerate(zip(labels, [*checkpoints, *methods])):
+        sub_dir = out_dir / label.replace("/", "_")
+        if index < len(checkpoints):
+            result = evaluate_checkpoint(cfg, source, sub_dir)
+            data_cfg = data_cfg if data_cfg is not None else result["data_cfg"]
+        else:
+            result = evaluate_method(cfg, source, sub_dir, data_cfg)
+        entries.append({"label": label, **result})
+    comparison = write_comparison(entries, entries[0]["metric_space"], out_dir)
+    print(comparison["markdown"])
+    log.info("comparison written to %s", out_dir / "comparison.md")
+    return {"entries": entries, **comparison}
+
+
+def _report(task: Any, metrics: dict[str, float], metric_space: str, out_dir: Path) -> dict:
+    rows = summarize(task.test_records)
+    text = write_results(rows, metric_space, out_dir)
+    print(text)
+    log.info("results written to %s", out_dir / "results.md")
+    return {"metrics": metrics, "rows": rows, "markdown": text, "metric_space": metric_space}
+
+
+def evaluate_method(
+    cfg: DictConfig, method: str, out_dir: Path, data_cfg: DictConfig | None = None
+) -> dict[str, Any]:
+    """Test a classical per-frame method (``eval_methods.METHODS``) on ``cfg.data`` (or
+    ``data_cfg``); writes its tables into ``out_dir``."""
+    data_cfg = cfg.data if cfg.get("data") is not None else data_cfg
+    if data_cfg is None:
+        raise InputError(
+            f"method={method}: no checkpoint to take the data from; give data=<name> "
+            "(e.g. data=set8 data.root=/data/Set8)"
+        )
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(data_cfg, "data")
+    task = method_task(method, datamodule, data_cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", logger=False)
+    results = trainer.test(task, dataloaders=test_loader(datamodule, cfg.max_frames))
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    result = _report(task, metrics, getattr(datamodule, "metric_space", "rgb"), out_dir)
+    return {**result, "kind": "method", "rate_weight": None, "data_cfg": data_cfg}
+
+
+def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict[str, Any]:
     """Test the checkpoint's model on ``cfg.data`` (or its own data); returns metrics and rows."""
-    checkpoint = read_checkpoint(cfg.ckpt_path)
-    checkpoint_cfg = stored_config(checkpoint, cfg.ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path)
+    checkpoint_cfg = stored_config(checkpoint, ckpt_path)
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
     data_cfg = cfg.data if cfg.get("data") is not None else checkpoint_cfg.data
@@ -165,10 +236,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         log.warning(
             "the model was trained for %s but the data is %s", trained_task, datamodule.task
         )
-    task, _ = build_task_from_checkpoint(cfg.ckpt_path, overrides, checkpoint)
+    task, _ = build_task_from_checkpoint(ckpt_path, overrides, checkpoint)
     if not hasattr(task, "test_records"):
         raise InputError(
-            f"ckpt_path: '{cfg.ckpt_path}' holds a {type(task).__name__}, which keeps no per-clip "
+            f"ckpt_path: '{ckpt_path}' holds a {type(task).__name__}, which keeps no per-clip "
             "test records; eval.py evaluates restoration models"
         )
     loggers = instantiate_collection(cfg.get("logger"), "logger")
@@ -176,16 +247,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
     )
-    results = trainer.test(task, datamodule=datamodule)
+    if cfg.max_frames is None:
+        results = trainer.test(task, datamodule=datamodule)
+    else:
+        results = trainer.test(task, dataloaders=test_loader(datamodule, cfg.max_frames))
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    rows = summarize(task.test_records)
-    metric_space = overrides.get("metric_space", "rgb")
-    text = write_results(rows, metric_space, Path(cfg.paths.output_dir))
-    print(text)
-    log.info("results written to %s", Path(cfg.paths.output_dir) / "results.md")
-    result = {"metrics": metrics, "rows": rows, "markdown": text}
+    result = _report(task, metrics, overrides.get("metric_space", "rgb"), out_dir)
+    result.update(
+        kind="checkpoint",
+        rate_weight=checkpoint_cfg.model.get("rate_weight"),
+        data_cfg=data_cfg,
+    )
     if cfg.purification:
-        result["purification"] = write_purification(task, datamodule, Path(cfg.paths.output_dir))
+        result["purification"] = write_purification(task, datamodule, out_dir)
     return result
 
 

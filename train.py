@@ -36,7 +36,11 @@ from lightning_modules.run.entry_point import StepCounter, job, reported_errors
 from lightning_modules.run.instantiate import instantiate, instantiate_collection
 from lightning_modules.run.phased_training import run_phases
 from lightning_modules.run.resolvers import register_resolvers
-from lightning_modules.run.resume import RngStateInCheckpoint, resume_argv
+from lightning_modules.run.resume import (
+    RngStateInCheckpoint,
+    requeued_job_checkpoint,
+    resume_argv,
+)
 from lightning_modules.run.structured_configs import register_configs
 
 log = logging.getLogger(__name__)
@@ -116,7 +120,10 @@ def train(
     metrics: dict[str, float] = {}
     checkpoints: dict[str, str | None] = {"best": None, "last": None}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        ckpt_path = cfg.ckpt_path or requeued_job_checkpoint(cfg.paths.output_dir)
+        if ckpt_path is not None and cfg.ckpt_path is None:
+            log.info("requeued SLURM job: resuming from %s", ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         checkpoints = saved_checkpoints(trainer)
     if cfg.test and not is_overridden("test_step", model):

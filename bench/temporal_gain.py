@@ -11,7 +11,12 @@ at σ = 30 (the ``val/temporal_gain_db`` it logs), for ``--minutes`` of training
 
 - ``no_codec_zero``:  ``model=no_codec model/flow=zero``  (the previous state used unaligned);
 - ``no_codec_flow``:  ``model=no_codec`` with the flow stage of ``--flow``;
-- ``adaptive_q_flow``: ``model=adaptive_q`` with the flow stage of ``--flow``.
+- ``adaptive_q_flow``: ``model=adaptive_q`` with the flow stage of ``--flow``;
+- ``no_codec_flow_blend`` / ``adaptive_q_flow_blend``: the same with the motion-compensated
+  recursive blend (``model/blend=recursive``), not run unless named.
+
+``--max-steps N`` also stops each configuration at N steps: on a shared, noisy machine equal
+steps compare configurations more fairly than equal minutes.
 
 ``--flow``: ``dis`` (OpenCV DIS, no training), or ``spynet=PATH`` (a pretrained SPyNet
 checkpoint: ``experiment=flow_pretrain``, BasicSR or mmagic).
@@ -52,7 +57,10 @@ CONFIGS = {
     "no_codec_zero": ["model=no_codec", "model/flow=zero"],
     "no_codec_flow": ["model=no_codec"],
     "adaptive_q_flow": ["model=adaptive_q"],
+    "no_codec_flow_blend": ["model=no_codec", "model/blend=recursive"],
+    "adaptive_q_flow_blend": ["model=adaptive_q", "model/blend=recursive"],
 }
+DEFAULT_CONFIGS = ["no_codec_zero", "no_codec_flow", "adaptive_q_flow"]
 
 
 def flow_overrides(flow: str) -> list[str]:
@@ -92,8 +100,11 @@ def run_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
         f"seed={args.seed}",
         f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
         f"trainer.max_time={budget}",
+        *([f"trainer.max_steps={args.max_steps}"] if args.max_steps else []),
         "trainer.max_epochs=-1",
-        f"trainer.check_val_every_n_epoch={args.val_every}",
+        # one epoch = one validation interval, whatever the data config's clips_per_epoch
+        f"data.clips_per_epoch={args.batch_size * args.val_every}",
+        "trainer.check_val_every_n_epoch=1",
         "trainer.enable_progress_bar=false",
         "logger=csv",
         f"paths.output_dir={out_dir}",
@@ -199,7 +210,7 @@ def machine(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     parser.add_argument("--flow", default="dis", help="dis, or spynet=PATH")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per config")
     parser.add_argument("--seed", type=int, default=0)
@@ -207,7 +218,8 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--val-every", type=int, default=10, help="epochs between validations")
+    parser.add_argument("--val-every", type=int, default=120, help="steps between validations")
+    parser.add_argument("--max-steps", type=int, default=None, help="also stop at this step")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
@@ -219,7 +231,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = [run_config(name, args) for name in args.configs]
     text = (
-        f"Temporal gain after {args.minutes:g} min of training per config "
+        f"Temporal gain after {args.minutes:g} min"
+        f"{f' or {args.max_steps} steps' if args.max_steps else ''} of training per config "
         f"({machine(args)}; clip {args.clip_len}, patch {args.patch_size}, "
         f"batch {args.batch_size}, seed {args.seed})\n\n{table(results)}\n"
     )

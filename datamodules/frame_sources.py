@@ -94,9 +94,30 @@ def _decode_error(path: Path, error: Exception) -> DatasetLayoutError:
     )
 
 
+def _is_16bit_color_png(path: Path) -> bool:
+    """A PNG whose header says 16 bits per sample, RGB or RGBA (PIL would cut it to 8 bits)."""
+    if path.suffix.lower() != ".png":
+        return False
+    with open(path, "rb") as file:
+        header = file.read(26)  # signature (8), IHDR length + type (8), size (8), depth, colour
+    return len(header) == 26 and header[24] == 16 and header[25] in (2, 6)
+
+
+def _load_16bit_color_png(path: Path) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] through OpenCV, which keeps the 16 bits (and drops alpha)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint16 or image.ndim != 3:
+        raise OSError("OpenCV could not read it as a 16-bit colour PNG")
+    return np.ascontiguousarray(image[:, :, 2::-1], dtype=np.float32) / 65535.0
+
+
 def _load_rgb(path: Path) -> np.ndarray:
-    """One image as (H, W, 3): uint8, or float32 in [0, 1] for 16-bit grayscale."""
+    """One image as (H, W, 3): uint8, or float32 in [0, 1] for 16-bit PNGs (gray or colour)."""
     try:
+        if _is_16bit_color_png(path):
+            return _load_16bit_color_png(path)
         with Image.open(path) as image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -84,7 +84,7 @@ def test_entry_configs_compose(hydra_ctx, tmp_path):
         ["ckpt_path=x.ckpt", "input=a.mp4", "output=b.mp4", f"paths.output_dir={tmp_path}"],
     )
     validate_config(cfg)
-    assert cfg.sigma == 25.0 and cfg.overwrite is False
+    assert cfg.sigma is None and cfg.overwrite is False  # None: σ is estimated from the frames
 
 
 def test_codec_swaps_from_the_command_line(hydra_ctx, tmp_path):

@@ -17,7 +17,12 @@ import pytest
 import torch
 
 from lightning_modules.run.config_schema import ConfigError
-from lightning_modules.run.resume import RngStateInCheckpoint, resume_argv, run_folder
+from lightning_modules.run.resume import (
+    RngStateInCheckpoint,
+    requeued_job_checkpoint,
+    resume_argv,
+    run_folder,
+)
 from tests.conftest_config import CONF_DIR
 
 REPO = CONF_DIR.parent
@@ -185,3 +190,21 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
     assert got[2] == expected[2]
+
+
+def test_a_requeued_slurm_job_resumes_from_its_newest_own_checkpoint(tmp_path):
+    """SLURM_RESTART_COUNT > 0: the newest of checkpoints/last.ckpt and hpc_ckpt_*.ckpt in the
+    job's own folder; a first run, or a job without checkpoints, starts afresh."""
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert requeued_job_checkpoint(tmp_path, {"SLURM_RESTART_COUNT": "1"}) is None
+    last.write_bytes(b"x")
+    assert requeued_job_checkpoint(tmp_path, {}) is None  # not requeued
+    assert requeued_job_checkpoint(tmp_path, {"SLURM_RESTART_COUNT": "0"}) is None
+    assert requeued_job_checkpoint(tmp_path, {"SLURM_RESTART_COUNT": "2"}) == last
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"y")
+    os.utime(last, (time.time() - 60, time.time() - 60))
+    assert requeued_job_checkpoint(tmp_path, {"SLURM_RESTART_COUNT": "1"}) == hpc
+    os.utime(hpc, (time.time() - 120, time.time() - 120))
+    assert requeued_job_checkpoint(tmp_path, {"SLURM_RESTART_COUNT": "1"}) == last

@@ -8,6 +8,11 @@
   config logs to wandb, ``logger.wandb.id`` is set to that run's id with ``resume=allow``, so
   the same wandb run goes on. An explicit ``hydra.run.dir`` or ``logger.wandb.id`` is kept;
   multiruns only get ``last`` resolved (each job has its own folder).
+- ``requeued_job_checkpoint(output_dir)``: a SLURM job that was requeued
+  (``SLURM_RESTART_COUNT`` > 0; the same pickled job, hence the same folder) and was given no
+  ``ckpt_path`` resumes from the newest of its own ``checkpoints/last.ckpt`` and the
+  ``hpc_ckpt_*.ckpt`` Lightning saves on the time-limit signal: a job preempted without a
+  warning signal still goes on from its last checkpoint instead of starting again.
 - ``RngStateInCheckpoint``: Lightning restores weights, optimizer, schedulers and loop
   progress but not the random generators; this callback stores torch's (CPU and CUDA), numpy's
   and Python's generator states in every checkpoint and puts them back when a resumed fit
@@ -23,6 +28,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 import warnings
 from pathlib import Path
@@ -49,6 +55,17 @@ def _override_value(overrides: list[str], key: str) -> tuple[int, str] | None:
         if sep and name == key:
             found = (position, value)
     return found
+
+
+def requeued_job_checkpoint(output_dir: str | Path, environ: dict | None = None) -> Path | None:
+    """The checkpoint a requeued SLURM job resumes from (module docstring), or None."""
+    environ = os.environ if environ is None else environ
+    if environ.get("SLURM_RESTART_COUNT", "0") in ("", "0"):
+        return None
+    folder = Path(output_dir)
+    candidates = [*folder.glob("hpc_ckpt_*.ckpt"), folder / "checkpoints" / "last.ckpt"]
+    existing = [path for path in candidates if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
 
 
 def run_folder(checkpoint: Path) -> Path | None:

@@ -44,7 +44,9 @@ class EvalConfig:
 
     task_name: str = "eval"
     tags: list[str] = field(default_factory=list)
-    ckpt_path: str = MISSING
+    ckpt_path: Any = None  # a path or a list of paths (eval_methods.requested checks them)
+    method: Any = None  # noisy | nlm | bm3d, or a list of them
+    max_frames: int | None = None
     seed: int | None = None
     float32_matmul_precision: str | None = None
     purification: bool = False
@@ -65,13 +67,20 @@ class RestoreConfig:
     input: str = MISSING
     output: str = MISSING
     overwrite: bool = False
-    sigma: float = 25.0
+    sigma: Any = None  # a float in [0, 255], "auto" or None (checked by restore.check_options)
+    sigma_frames: int = 3
     chunk_size: int = 16
     context_frames: int = 4
     pad_multiple: int = 16
+    tile: Any = None  # None, "auto" or an int (checked by restore.check_options)
+    tile_overlap: int = 32
+    precision: str = "32"
+    progress: bool = True
     device: str = "auto"
     fps: float | None = None
     crf: int = 17
+    codec: str = "libx264"
+    bit_depth: int = 8
     save_latents: str | None = None
     paths: Any = MISSING
 

@@ -27,6 +27,10 @@ both passes; ``bpp = (bits_y + bits_z) / (B·T·H·W)``.
 Without autograd (``torch.no_grad``) and without maps, the forward recursion keeps only the
 current state and writes each restored frame into a preallocated output, so memory does not
 grow with T (the bidirectional mode must keep T backward features).
+
+Streaming (forward-recurrent nets): ``state = net.init_state()``, then per frame
+``restored, state = net.step(lq_t, noise_level, state)``; ``forward`` loops over the same step,
+so the frames equal the whole-clip pass.
 """
 
 from __future__ import annotations
@@ -43,6 +47,38 @@ from lightning_modules.stages.warp import flow_warp
 
 # fusion(channels, num_temporal) -> module fusing current features with temporal ones per scale
 FusionFactory = Callable[..., nn.Module]
+
+
+def check_clip(lq: Tensor) -> None:
+    """Errors unless ``lq`` is a (B, T, 3, H, W) clip batch with T, H, W >= 1."""
+    if not isinstance(lq, Tensor) or lq.ndim != 5 or lq.shape[2] != 3:
+        got = tuple(lq.shape) if isinstance(lq, Tensor) else type(lq).__name__
+        raise ValueError(f"lq: expected a clip batch of shape (B, T, 3, H, W), got {got}")
+    if lq.shape[1] < 1 or lq.shape[3] < 1 or lq.shape[4] < 1:
+        raise ValueError(f"lq: T, H and W must be >= 1, got shape {tuple(lq.shape)}")
+
+
+def noise_map(lq: Tensor, noise_level: Tensor | None, noise_channel: bool) -> Tensor | None:
+    """(B, 1, H, W) constant σ map of a (B, T, 3, H, W) clip, or None without a noise channel;
+    errors on a missing, unexpected or ill-shaped σ (a (B,) tensor in [0, 1] units)."""
+    batch, _, _, height, width = lq.shape
+    if not noise_channel:
+        if noise_level is not None:
+            raise ValueError(
+                "noise_level: this network was built with noise_channel=False, so "
+                "noise_level must be None"
+            )
+        return None
+    if noise_level is None:
+        raise ValueError(
+            "noise_level: required (a (B,) tensor of σ in [0, 1] units) because the "
+            "network was built with noise_channel=True"
+        )
+    if not isinstance(noise_level, Tensor) or tuple(noise_level.shape) != (batch,):
+        got = tuple(noise_level.shape) if isinstance(noise_level, Tensor) else noise_level
+        raise ValueError(f"noise_level: expected a tensor of shape ({batch},), got {got}")
+    level = noise_level.to(device=lq.device, dtype=lq.dtype)
+    return level.view(batch, 1, 1, 1).expand(batch, 1, height, width)
 
 
 @dataclass
@@ -68,6 +104,16 @@ class _Purified:
     bits_z: Tensor
     maps: dict[str, Tensor]
     aligned: Tensor
+
+
+@dataclass
+class StreamState:
+    """The forward recurrence between frames t-1 and t: the state S_{t-1} (decoder features,
+    3 scales), out_{t-1} and lq_{t-1}; all None before the first frame."""
+
+    features: list[Tensor] | None = None
+    previous_out: Tensor | None = None
+    previous_lq: Tensor | None = None
 
 
 class VideoRestorationNet(nn.Module):
@@ -120,33 +166,7 @@ class VideoRestorationNet(nn.Module):
 
     # ------------------------------------------------------------------ input checks
     def _noise_map(self, lq: Tensor, noise_level: Tensor | None) -> Tensor | None:
-        """(B, 1, H, W) constant σ map, or None; errors on a missing/unexpected/ill-shaped σ."""
-        batch, _, _, height, width = lq.shape
-        if not self.noise_channel:
-            if noise_level is not None:
-                raise ValueError(
-                    "noise_level: this network was built with noise_channel=False, so "
-                    "noise_level must be None"
-                )
-            return None
-        if noise_level is None:
-            raise ValueError(
-                "noise_level: required (a (B,) tensor of σ in [0, 1] units) because the "
-                "network was built with noise_channel=True"
-            )
-        if not isinstance(noise_level, Tensor) or tuple(noise_level.shape) != (batch,):
-            got = tuple(noise_level.shape) if isinstance(noise_level, Tensor) else noise_level
-            raise ValueError(f"noise_level: expected a tensor of shape ({batch},), got {got}")
-        level = noise_level.to(device=lq.device, dtype=lq.dtype)
-        return level.view(batch, 1, 1, 1).expand(batch, 1, height, width)
-
-    @staticmethod
-    def _check_clip(lq: Tensor) -> None:
-        if not isinstance(lq, Tensor) or lq.ndim != 5 or lq.shape[2] != 3:
-            got = tuple(lq.shape) if isinstance(lq, Tensor) else type(lq).__name__
-            raise ValueError(f"lq: expected a clip batch of shape (B, T, 3, H, W), got {got}")
-        if lq.shape[1] < 1 or lq.shape[3] < 1 or lq.shape[4] < 1:
-            raise ValueError(f"lq: T, H and W must be >= 1, got shape {tuple(lq.shape)}")
+        return noise_map(lq, noise_level, self.noise_channel)
 
     # ------------------------------------------------------------------ one temporal step
     def _motion(
@@ -230,11 +250,56 @@ class VideoRestorationNet(nn.Module):
             previous_out, state = self.restoration.decode(fused, frame)
         return purified_backward, bits_y, bits_z
 
+    # ------------------------------------------------------------------ forward recurrence
+    def init_state(self) -> StreamState:
+        """The forward recurrence's state before the first frame (no past)."""
+        return StreamState()
+
+    def _forward_step(
+        self,
+        current: Tensor,
+        noise_map: Tensor | None,
+        state: StreamState,
+        backward: list[Tensor] | None = None,
+    ) -> tuple[Tensor, StreamState, _Purified, Tensor, Tensor]:
+        """One forward step t (module docstring): (out_t, state after t, purified step, flow,
+        refined flow). ``backward``: Q_t of a bidirectional net."""
+        flow, refined = self._motion(state.features, current, state.previous_lq)
+        frame, encoded = self._encode(current, noise_map, state.previous_out, refined)
+        purified = self._purify(state.features, refined, encoded)
+        temporal = [[p] for p in purified.features]
+        if backward is not None:
+            temporal = [[p, q] for p, q in zip(purified.features, backward)]
+        fused = [fuse(e, tf) for fuse, e, tf in zip(self.fusion, encoded, temporal)]
+        restored, features = self.restoration.decode(fused, frame)
+        return restored, StreamState(features, restored, current), purified, flow, refined
+
+    def step(
+        self, frame: Tensor, noise_level: Tensor | None = None, state: StreamState | None = None
+    ) -> tuple[Tensor, StreamState]:
+        """Restore one frame (B, 3, H, W) given the state after the previous one (None or
+        ``init_state()`` for the first): ``(restored (B, 3, H, W), new state)``. Looping ``step``
+        over a clip gives ``forward``'s frames (both run ``_forward_step``); memory does not grow
+        with the number of frames. Forward-recurrent nets only: a bidirectional net needs the
+        future frames, so it runs ``forward`` on windows."""
+        if self.bidirectional:
+            raise ValueError(
+                "step: this network is bidirectional (it needs future frames); run forward on "
+                "a window of frames instead"
+            )
+        if not isinstance(frame, Tensor) or frame.ndim != 4:
+            got = tuple(frame.shape) if isinstance(frame, Tensor) else type(frame).__name__
+            raise ValueError(f"frame: expected a frame batch of shape (B, 3, H, W), got {got}")
+        check_clip(frame[:, None])
+        noise_map = self._noise_map(frame[:, None], noise_level)
+        restored, new_state, *_ = self._forward_step(frame, noise_map, state or StreamState())
+        return restored, new_state
+
     # ------------------------------------------------------------------ whole clip
     def forward(
         self, lq: Tensor, noise_level: Tensor | None = None, return_maps: bool = False
     ) -> NetworkOutput:
-        self._check_clip(lq)
+        check_clip(lq)
         noise_map = self._noise_map(lq, noise_level)
         batch, num_frames, _, height, width = lq.shape
         keep_graph = torch.is_grad_enabled()
@@ -247,20 +312,14 @@ class VideoRestorationNet(nn.Module):
         restored_frames: list[Tensor] = []
         restored_out = None if keep_graph else torch.empty_like(lq)
         maps: list[dict[str, Tensor]] = []
-        state = previous_out = None
+        state = self.init_state()
         for t in range(num_frames):
-            current = lq[:, t]
-            neighbour = lq[:, t - 1] if t > 0 else None
-            flow, refined = self._motion(state, current, neighbour)
-            frame, encoded = self._encode(current, noise_map, previous_out, refined)
-            step = self._purify(state, refined, encoded)
-            bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
-            temporal = [[p] for p in step.features]
+            restored, state, step, flow, refined = self._forward_step(
+                lq[:, t], noise_map, state, None if backward is None else backward[t]
+            )
             if backward is not None:
-                temporal = [[p, q] for p, q in zip(step.features, backward[t])]
                 backward[t] = []
-            fused = [fuse(e, tf) for fuse, e, tf in zip(self.fusion, encoded, temporal)]
-            restored, state = self.restoration.decode(fused, frame)
+            bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             if restored_out is None:
                 restored_frames.append(restored)
             else:
@@ -270,8 +329,7 @@ class VideoRestorationNet(nn.Module):
                 frame_maps.update(flow=flow.detach(), flow_refined=refined.detach())
                 frame_maps.update(aligned=step.aligned.detach(), purified=step.features[2].detach())
                 maps.append(frame_maps)
-            previous_out = restored
-            del frame, encoded, step, temporal, fused
+            del step
 
         restored_clip = torch.stack(restored_frames, dim=1) if keep_graph else restored_out
         pixels = batch * num_frames * height * width

@@ -104,6 +104,21 @@ def test_image_files_convert_gray_palette_and_16bit_to_rgb(tmp_path):
             torch.testing.assert_close(channel, expected, atol=1e-6, rtol=0)
 
 
+def test_16bit_colour_pngs_keep_their_16_bits_and_channel_order(tmp_path):
+    """PIL cuts 48/64-bit PNGs to 8 bits; the reader must not (values that differ only in the
+    low byte stay different)."""
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 65536, size=(12, 16, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "0.png"), rgb[:, :, ::-1])  # OpenCV writes BGR
+    rgba = np.concatenate([rgb[:, :, ::-1], np.full((12, 16, 1), 65535, np.uint16)], axis=2)
+    cv2.imwrite(str(tmp_path / "1.png"), rgba)
+    clip = ImageFiles([tmp_path / "0.png", tmp_path / "1.png"]).read([0, 1])
+    expected = torch.from_numpy(rgb.astype(np.float32) / 65535).permute(2, 0, 1)
+    for frame in clip:
+        torch.testing.assert_close(frame, expected, atol=1e-7, rtol=0)
+
+
 def test_image_files_reject_bad_indices_and_empty_list(tmp_path):
     source = ImageFiles(write_png_frames(tmp_path, ["0.png", "1.png"]))
     with pytest.raises(IndexError, match="frame index 2 out of range"):

@@ -84,8 +84,10 @@ def test_bad_target_is_named():
 
 
 def test_missing_mandatory_value():
+    cfg = compose_config("restore", ["paths.output_dir=/nonexistent/run"])
+    assert all(OmegaConf.is_missing(cfg, key) for key in ("ckpt_path", "input", "output"))
     cfg = compose_config("eval", ["paths.output_dir=/nonexistent/run"])
-    assert OmegaConf.is_missing(cfg, "ckpt_path")
+    assert cfg.ckpt_path is None and cfg.method is None  # eval.py asks for one of them
 
 
 def test_renamed_spellings_say_what_to_write_now():
