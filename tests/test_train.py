@@ -45,6 +45,7 @@ def test_fast_dev_run_of_every_preset(tmp_path, preset):
     metrics, objects = _train([*overrides, "debug=fdr"])  # fdr drops the scheduler
     assert objects["trainer"].global_step == 1
     assert math.isfinite(metrics["train/loss"])
+    assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run: nothing saved, as fdr promises
     if preset == "flow_pretrain":
         assert "test/psnr" not in metrics  # the flow task has no test step; skipped
         assert 0 < metrics["val/flow_error_ratio"] < 2

@@ -155,7 +155,15 @@ def check_finite_state(state_dict: dict[str, torch.Tensor], owner: str = "task")
 
 class FiniteModelCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that never chooses a NaN/±inf monitored score as a best checkpoint
-    (``last.ckpt`` is still written, from finite weights only: see ``check_finite_state``)."""
+    (``last.ckpt`` is still written, from finite weights only: see ``check_finite_state``), and
+    writes nothing at all under ``fast_dev_run``."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning 2.6 writes last.ckpt here even under fast_dev_run, which promises no
+        # checkpoints (debug=fdr left a 27 MB file behind).
+        if trainer.fast_dev_run:
+            return
+        super().on_train_end(trainer, pl_module)
 
     def check_monitor_top_k(self, trainer: pl.Trainer, current: torch.Tensor | None = None) -> bool:
         if current is None:
