@@ -72,7 +72,7 @@ def evaluate_model(net: torch.nn.Module, frames: torch.Tensor, device: str) -> d
 
 def evaluate_classical(method: str, frames: torch.Tensor) -> dict[str, float]:
     """PSNR/SSIM and frames/s of a per-frame classical denoiser at the known σ = 30."""
-    lq = noisy_clip(frames).clamp(0, 1)
+    lq = noisy_clip(frames)  # unclipped, as the models and eval.py get it
     began = time.perf_counter()
     restored = [
         torch.from_numpy(
