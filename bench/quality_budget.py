@@ -33,7 +33,12 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from hydra import initialize_config_dir  # noqa: E402
-from temporal_gain import SHARED_DATA, held_out_sequences, machine, run_overrides  # noqa: E402
+from temporal_gain import (  # noqa: E402
+    add_run_arguments,
+    held_out_sequences,
+    machine,
+    run_overrides,
+)
 
 import train  # noqa: E402
 from lightning_modules.run.compose import CONF_DIR, compose_config  # noqa: E402
@@ -130,16 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--frames", type=int, default=10, help="frames per held-out sequence")
     parser.add_argument("--classical-frames", type=int, default=2)
-    parser.add_argument("--clip-len", type=int, default=5)
-    parser.add_argument("--patch-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--val-every", type=int, default=120, help="steps between validations")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
-    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "logs" / "bench_quality")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    add_run_arguments(parser, work_dir="bench_quality")
     args = parser.parse_args()
     if not (args.data_root / "davis2017_480p").is_dir():
         raise SystemExit(f"--data-root: no shared sample data (davis2017_480p) in {args.data_root}")

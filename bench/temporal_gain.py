@@ -208,23 +208,28 @@ def machine(args: argparse.Namespace) -> str:
     return f"{device}; torch {torch.__version__}"
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, work_dir: str) -> None:
+    """The training-run and output arguments ``run_overrides`` reads (shared by the benches)."""
+    parser.add_argument("--clip-len", type=int, default=5)
+    parser.add_argument("--patch-size", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--val-every", type=int, default=120, help="steps between validations")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "logs" / work_dir)
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     parser.add_argument("--flow", default="dis", help="dis, or spynet=PATH")
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per config")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clip-len", type=int, default=5)
-    parser.add_argument("--patch-size", type=int, default=96)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--val-every", type=int, default=120, help="steps between validations")
     parser.add_argument("--max-steps", type=int, default=None, help="also stop at this step")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
-    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "logs" / "bench_temporal_gain")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    add_run_arguments(parser, work_dir="bench_temporal_gain")
     args = parser.parse_args()
     if not (args.data_root / "davis2017_480p").is_dir():
         raise SystemExit(f"--data-root: no shared sample data (davis2017_480p) in {args.data_root}")
