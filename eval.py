@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from callbacks.actual_bits import RECORD_KEYS as CODING_KEYS
 from callbacks.actual_bits import ActualBits, add_ratios
 from callbacks.actual_bits import markdown_table as coding_table
 from datamodules.degradations import sigma_to_255
+from lightning_modules.run.acceleration import set_channels_last
 from lightning_modules.run.atomic_files import atomic_output
 from lightning_modules.run.checkpoints import (
     build_task_from_checkpoint,
@@ -190,12 +192,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return {"entries": entries, **comparison}
 
 
-def _report(task: Any, metrics: dict[str, float], metric_space: str, out_dir: Path) -> dict:
+def _report(
+    task: Any, metrics: dict[str, float], metric_space: str, out_dir: Path, seconds: float
+) -> dict:
+    """Print and write the tables of ``task.test_records``; ``seconds``: the test loop's wall
+    time, reported as frames/s (reading, restoring and scoring every test frame)."""
     rows = summarize(task.test_records)
     text = write_results(rows, metric_space, out_dir)
     print(text)
+    frames = sum(record["num_frames"] for record in task.test_records)
+    speed = frames / seconds if seconds > 0 else math.nan
+    print(f"{frames} frames in {seconds:.1f} s: {speed:.2f} frames/s (reading, restoring, scoring)")
     log.info("results written to %s", out_dir / "results.md")
-    return {"metrics": metrics, "rows": rows, "markdown": text, "metric_space": metric_space}
+    return {
+        "metrics": metrics,
+        "rows": rows,
+        "markdown": text,
+        "metric_space": metric_space,
+        "frames_per_s": speed,
+    }
 
 
 def evaluate_method(
@@ -214,9 +229,11 @@ def evaluate_method(
     datamodule = instantiate(data_cfg, "data")
     task = method_task(method, datamodule, data_cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", logger=False)
+    began = time.perf_counter()
     results = trainer.test(task, dataloaders=test_loader(datamodule, cfg.max_frames))
+    seconds = time.perf_counter() - began
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    result = _report(task, metrics, getattr(datamodule, "metric_space", "rgb"), out_dir)
+    result = _report(task, metrics, getattr(datamodule, "metric_space", "rgb"), out_dir, seconds)
     return {**result, "kind": "method", "rate_weight": None, "data_cfg": data_cfg}
 
 
@@ -242,17 +259,20 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path) -> dict[
             f"ckpt_path: '{ckpt_path}' holds a {type(task).__name__}, which keeps no per-clip "
             "test records; eval.py evaluates restoration models"
         )
+    set_channels_last(task, bool(cfg.channels_last))
     loggers = instantiate_collection(cfg.get("logger"), "logger")
     callbacks = [ActualBits()] if cfg.entropy_coding else None
     trainer: pl.Trainer = instantiate(
         cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
     )
+    began = time.perf_counter()
     if cfg.max_frames is None:
         results = trainer.test(task, datamodule=datamodule)
     else:
         results = trainer.test(task, dataloaders=test_loader(datamodule, cfg.max_frames))
+    seconds = time.perf_counter() - began
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    result = _report(task, metrics, overrides.get("metric_space", "rgb"), out_dir)
+    result = _report(task, metrics, overrides.get("metric_space", "rgb"), out_dir, seconds)
     result.update(
         kind="checkpoint",
         rate_weight=checkpoint_cfg.model.get("rate_weight"),

@@ -36,6 +36,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -69,6 +70,7 @@ from datamodules.frame_sources import (
     list_frames,
 )
 from datamodules.noise_estimate import estimate_sigma_255
+from lightning_modules.run.acceleration import set_channels_last
 from lightning_modules.run.atomic_files import commit, discard, make_temp, remove_stale_temps
 from lightning_modules.run.checkpoints import build_task_from_checkpoint
 from lightning_modules.run.entry_point import InputError, job, reported_errors
@@ -292,6 +294,7 @@ class Restorer:
             self.level = torch.tensor([sigma_from_255(sigma)], device=device)
         self.states: dict[int, object] = {}
         self.bf16 = cfg.precision == "bf16"
+        self.with_rate = bool(cfg.get("save_latents"))  # the latent file reads the codec's bits
         self.streaming = hasattr(self.net, "step") and not getattr(self.net, "bidirectional", True)
 
     def _autocast(self):
@@ -301,7 +304,10 @@ class Restorer:
         height, width = crop.shape[-2:]
         with self._autocast():
             restored, self.states[index] = self.net.step(
-                _pad(crop, self.pad_multiple)[None], self.level, self.states.get(index)
+                _pad(crop, self.pad_multiple)[None],
+                self.level,
+                self.states.get(index),
+                with_rate=self.with_rate,
             )
         return restored[0, :, :height, :width].float()
 
@@ -474,6 +480,7 @@ def restore(cfg: DictConfig) -> Path:
     frames = open_input(source)  # set-up checks: no frames, unreadable video, ...
     check_output(target, cfg.overwrite)
     temp, created = create_output(target)
+    began = time.perf_counter()
     try:
         count, run_cfg = _restore_into(cfg, source, frames, temp)
         commit(temp, target)
@@ -482,11 +489,15 @@ def restore(cfg: DictConfig) -> Path:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+    seconds = time.perf_counter() - began
     log.info(
-        "restored %d frames of %s into %s (model: %s)",
+        "restored %d frames of %s into %s in %.1f s, %.2f frames/s with loading the model, "
+        "reading and writing (model: %s)",
         count,
         source,
         target,
+        seconds,
+        count / seconds,
         run_cfg.model.task._target_,
     )
     return target
@@ -516,7 +527,7 @@ def _restore_into(
             f"ckpt_path: '{cfg.ckpt_path}' holds a {type(task).__name__}, not a restoration model"
         )
     device = _device(cfg.device)
-    task.to(device).eval()
+    set_channels_last(task.to(device).eval(), bool(cfg.channels_last))
     restorer = Restorer(task, resolve_sigma(cfg, task.net, frames), cfg, device)
     if cfg.tile == "auto":
         restorer.tile = auto_tile(free_memory(device), cfg.pad_multiple, cfg.tile_overlap)

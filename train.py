@@ -29,7 +29,11 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from callbacks.sweep_summary import write_job_metrics
-from lightning_modules.run.acceleration import checked_precision, compile_network
+from lightning_modules.run.acceleration import (
+    checked_precision,
+    compile_network,
+    set_channels_last,
+)
 from lightning_modules.run.checkpoints import StoreConfigInCheckpoint, build_task, resolved_config
 from lightning_modules.run.config_schema import check_overrides, validate_config
 from lightning_modules.run.entry_point import StepCounter, job, reported_errors
@@ -101,6 +105,7 @@ def train(
     if prepare_model is not None:
         prepare_model(model)
     accelerator = cfg.trainer.get("accelerator")
+    set_channels_last(model, bool(cfg.channels_last))
     compile_network(model, bool(cfg.get("compile")), accelerator)  # eager, 1 warning, if it can't
     callbacks = instantiate_collection(cfg.get("callbacks"), "callbacks")
     callbacks += [StoreConfigInCheckpoint(resolved), StepCounter()]

@@ -1,11 +1,12 @@
 """Lightning callbacks (they only read the model): restoration strips, codec maps, flow views,
-the temporal gain and the codec's purification ratio."""
+the temporal gain, the codec's purification ratio and step timing."""
 
 from callbacks.codec_maps import CodecMaps
 from callbacks.flow_views import FlowViews
 from callbacks.image_logging import log_images
 from callbacks.purification import Purification
 from callbacks.restoration_strips import RestorationStrips
+from callbacks.step_timing import StepTiming
 from callbacks.temporal_gain import TemporalGain
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "FlowViews",
     "Purification",
     "RestorationStrips",
+    "StepTiming",
     "TemporalGain",
     "log_images",
 ]

@@ -28,6 +28,7 @@ class TrainConfig:
     optimized_metric: str | None = None
     float32_matmul_precision: str | None = None
     compile: bool = False
+    channels_last: bool = True
     training_phases: list[Any] | None = None
     training_stages: Any = None  # renamed training_phases; config_schema says so if it is set
     data: Any = MISSING
@@ -49,6 +50,7 @@ class EvalConfig:
     max_frames: int | None = None
     seed: int | None = None
     float32_matmul_precision: str | None = None
+    channels_last: bool = True
     purification: bool = False
     entropy_coding: bool = False
     data: Any = None
@@ -75,6 +77,7 @@ class RestoreConfig:
     tile: Any = None  # None, "auto" or an int (checked by restore.check_options)
     tile_overlap: int = 32
     precision: str = "32"
+    channels_last: bool = True
     progress: bool = True
     device: str = "auto"
     fps: float | None = None

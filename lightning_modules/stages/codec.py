@@ -271,7 +271,10 @@ class FeatureCodec(nn.Module):
             )
 
     def _pad(self, x: Tensor, height: int, width: int) -> Tensor:
-        """Replicate-pad x at the bottom/right to (height, width)."""
+        """Replicate-pad x at the bottom/right to (height, width); x itself when it has that size
+        (no copy, and no replication-pad kernel in the graph)."""
+        if x.shape[-2:] == (height, width):
+            return x
         return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]), mode="replicate")
 
     def _context_on_latent_grid(
@@ -309,15 +312,26 @@ class FeatureCodec(nn.Module):
         mu, sigma_raw = params[-2], params[-1]
         return q_raw, mu, lower_bound(F.softplus(sigma_raw), SCALE_BOUND)
 
-    def forward(self, feats: list[Tensor], context: Tensor | None = None) -> CodecOutput:
+    def forward(
+        self, feats: list[Tensor], context: Tensor | None = None, with_rate: bool = True
+    ) -> CodecOutput:
         """Purify ``feats`` (scales 1, 1/2, 1/4); ``context``: current-frame 1/4-scale features
-        (B, context_channels, ceil(H/4), ceil(W/4)), or None (zeros are used)."""
+        (B, context_channels, ceil(H/4), ceil(W/4)), or None (zeros are used).
+
+        ``with_rate=False`` skips the likelihoods of y and z (restoring a frame does not need
+        them): the features are identical, bits_y = bits_z = 0 and ``maps`` has no "bits"."""
         self._check_inputs(feats, context)
         y, context_grid = self.analyse(feats, context)
         if self.chunks == 0:
             y_hat = y
             zeros = torch.zeros_like(y)
             maps = {"q": zeros, "mu": zeros, "sigma": zeros, "bits": zeros}
+            bits_y = bits_z = y.new_zeros(())
+        elif not with_rate:
+            z_hat = self.z_density.quantize(self.hyper_encoder(y))
+            q_raw, mu, sigma = self.hyper_parameters(z_hat, context_grid)
+            y_hat, _, q_used = self.quantizer(y, mu, q_raw)
+            maps = {"q": q_used, "mu": mu, "sigma": sigma}
             bits_y = bits_z = y.new_zeros(())
         else:
             z_hat, z_likelihood = self.z_density(self.hyper_encoder(y))

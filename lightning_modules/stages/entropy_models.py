@@ -148,13 +148,17 @@ class FactorizedDensity(nn.Module):
             hi = torch.where(below, hi, mid)
         return (0.5 * (lo + hi)).reshape(self.channels)
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def quantize(self, z: Tensor) -> Tensor:
+        """ẑ: z + U(−1/2, 1/2) in training, median-centred rounding in eval."""
         self._check(z)
         if self.training:
-            z_hat = z + torch.empty_like(z).uniform_(-0.5, 0.5)
-        else:
-            m = self.medians().to(z.dtype).reshape(1, self.channels, *([1] * (z.dim() - 2)))
-            z_hat = torch.round(z - m) + m
+            return z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        m = self.medians().to(z.dtype).reshape(1, self.channels, *([1] * (z.dim() - 2)))
+        return torch.round(z - m) + m
+
+    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(ẑ, its likelihood)."""
+        z_hat = self.quantize(z)
         return z_hat, self.likelihood(z_hat)
 
     @staticmethod

@@ -216,8 +216,10 @@ class VideoRestorationNet(nn.Module):
         state: list[Tensor] | None,
         refined: Tensor,
         encoded: list[Tensor],
+        with_rate: bool = True,
     ) -> _Purified:
-        """Align the state by the refined flow, then the codec; zero features without a state."""
+        """Align the state by the refined flow, then the codec; zero features without a state.
+        ``with_rate=False``: the codec skips its likelihoods (0 bits, same features)."""
         if state is None:
             aligned = [torch.zeros_like(e) for e in encoded]
         else:
@@ -225,7 +227,7 @@ class VideoRestorationNet(nn.Module):
         zero = refined.new_zeros(())
         if self.codec is None:
             return _Purified(list(aligned), zero, zero, {}, aligned[2])
-        coded = self.codec(aligned, encoded[2])
+        coded = self.codec(aligned, encoded[2], with_rate=with_rate)
         return _Purified(list(coded.features), coded.bits_y, coded.bits_z, coded.maps, aligned[2])
 
     def _backward_features(
@@ -261,12 +263,13 @@ class VideoRestorationNet(nn.Module):
         noise_map: Tensor | None,
         state: StreamState,
         backward: list[Tensor] | None = None,
+        with_rate: bool = True,
     ) -> tuple[Tensor, StreamState, _Purified, Tensor, Tensor]:
         """One forward step t (module docstring): (out_t, state after t, purified step, flow,
-        refined flow). ``backward``: Q_t of a bidirectional net."""
+        refined flow). ``backward``: Q_t of a bidirectional net; ``with_rate``: see _purify."""
         flow, refined = self._motion(state.features, current, state.previous_lq)
         frame, encoded = self._encode(current, noise_map, state.previous_out, refined)
-        purified = self._purify(state.features, refined, encoded)
+        purified = self._purify(state.features, refined, encoded, with_rate)
         temporal = [[p] for p in purified.features]
         if backward is not None:
             temporal = [[p, q] for p, q in zip(purified.features, backward)]
@@ -275,12 +278,18 @@ class VideoRestorationNet(nn.Module):
         return restored, StreamState(features, restored, current), purified, flow, refined
 
     def step(
-        self, frame: Tensor, noise_level: Tensor | None = None, state: StreamState | None = None
+        self,
+        frame: Tensor,
+        noise_level: Tensor | None = None,
+        state: StreamState | None = None,
+        with_rate: bool = False,
     ) -> tuple[Tensor, StreamState]:
         """Restore one frame (B, 3, H, W) given the state after the previous one (None or
         ``init_state()`` for the first): ``(restored (B, 3, H, W), new state)``. Looping ``step``
         over a clip gives ``forward``'s frames (both run ``_forward_step``); memory does not grow
-        with the number of frames. Forward-recurrent nets only: a bidirectional net needs the
+        with the number of frames. The rate is not returned, so the codec skips its likelihoods
+        unless ``with_rate`` (a forward hook on the codec that reads its bits, e.g. the latent
+        file writer, needs them). Forward-recurrent nets only: a bidirectional net needs the
         future frames, so it runs ``forward`` on windows."""
         if self.bidirectional:
             raise ValueError(
@@ -292,7 +301,9 @@ class VideoRestorationNet(nn.Module):
             raise ValueError(f"frame: expected a frame batch of shape (B, 3, H, W), got {got}")
         check_clip(frame[:, None])
         noise_map = self._noise_map(frame[:, None], noise_level)
-        restored, new_state, *_ = self._forward_step(frame, noise_map, state or StreamState())
+        restored, new_state, *_ = self._forward_step(
+            frame, noise_map, state or StreamState(), with_rate=with_rate
+        )
         return restored, new_state
 
     # ------------------------------------------------------------------ whole clip

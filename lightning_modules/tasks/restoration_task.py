@@ -7,8 +7,9 @@ whether it takes σ, and ``net.flow`` (optional) is the optical-flow stage, whic
 param group (``flow_lr_scale``) and can be frozen for the first ``freeze_flow_steps`` steps.
 
 Logged keys (``stage`` = train / val / test): ``loss``, ``distortion``, ``bpp``, ``bpp_y``,
-``bpp_z``, ``psnr``, ``ssim`` and ``train/rate_weight``. Learning rates are left to Lightning's
-``LearningRateMonitor`` callback (param groups are named ``net`` and ``flow``).
+``bpp_z``, ``psnr``, ``ssim`` (val / test only) and ``train/rate_weight``. Learning rates are
+left to Lightning's ``LearningRateMonitor`` callback (param groups are named ``net`` and
+``flow``).
 """
 
 import math
@@ -26,7 +27,7 @@ from lightning_modules.tasks.lr_schedules import (
     check_optimizer_arguments,
     configure_optimizer_and_scheduler,
 )
-from lightning_modules.tasks.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr_ssim
+from lightning_modules.tasks.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr
 from lightning_modules.tasks.network_inputs import network_inputs
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -183,9 +184,7 @@ class RestorationTask(pl.LightningModule):
         bpp = _as_scalar(out.bpp, distortion)
         loss = distortion + rate_weight * bpp
         self.finite_steps.observe_loss(loss)
-        psnr, ssim = frame_psnr_ssim(
-            out.restored, gt, self.hparams.metric_space, self.hparams.crop_border
-        )
+        psnr = frame_psnr(out.restored, gt, self.hparams.metric_space, self.hparams.crop_border)
         values = {
             "loss": loss.detach(),
             "distortion": distortion.detach(),
@@ -193,7 +192,6 @@ class RestorationTask(pl.LightningModule):
             "bpp_y": _as_scalar(out.bpp_y, distortion).detach(),
             "bpp_z": _as_scalar(out.bpp_z, distortion).detach(),
             "psnr": psnr.mean(),
-            "ssim": ssim.mean(),
             "rate_weight": rate_weight,  # a float: Lightning puts it on the module device
         }
         batch_size = gt.shape[0]

@@ -1,5 +1,7 @@
-"""bf16 autocast keeps the rate terms in float32; compile=true falls back with one warning."""
+"""bf16 autocast keeps the rate terms in float32; compile=true falls back with one warning;
+channels_last changes the layout, not the results."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from lightning_modules.run.acceleration import (
     checked_precision,
     compile_network,
     compile_problem,
+    set_channels_last,
 )
 from lightning_modules.stages.entropy_models import FactorizedDensity, GaussianConditional, bits
 from lightning_modules.tasks.restoration_task import RestorationTask
@@ -125,3 +128,29 @@ def test_compile_where_it_works_keeps_checkpoint_keys():
 
 def test_bits_helper_is_float32_for_float32_likelihoods():
     assert bits(torch.full((3,), 0.5)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("preset", ["adaptive_q", "no_codec"])
+def test_channels_last_gives_the_same_frames_and_checkpoints_load_either_way(preset):
+    """set_channels_last puts every conv weight in NHWC; the frames and rates equal the NCHW
+    network's up to float rounding, and its state dict loads into an NCHW network unchanged."""
+    torch.manual_seed(0)
+    overrides = []
+    reference = tiny_network(preset, overrides).eval()
+    fast = copy.deepcopy(reference)
+    assert set_channels_last(fast, True) is fast
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    lq, sigma = torch.rand(1, 3, 3, 40, 56), torch.full((1,), 0.1)
+    with torch.no_grad():
+        expected, got = reference(lq, sigma), fast(lq, sigma)
+    torch.testing.assert_close(got.restored, expected.restored, rtol=1e-4, atol=1e-4)
+    assert float(got.bpp) == pytest.approx(float(expected.bpp), rel=1e-3)
+    plain = tiny_network(preset, overrides)
+    plain.load_state_dict(fast.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), reference.parameters()))
+    untouched = tiny_network(preset, overrides)
+    set_channels_last(untouched, False)
+    assert all(
+        m.weight.is_contiguous() for m in untouched.modules() if isinstance(m, torch.nn.Conv2d)
+    )

@@ -193,3 +193,20 @@ def test_bad_arguments_raise_clear_errors():
     no_context = FeatureCodec(**{**SMALL, "context_channels": 0})
     with pytest.raises(ValueError, match="context_channels=0"):
         no_context(feats, torch.zeros(2, 8, 4, 4))
+
+
+@pytest.mark.parametrize("quantizer", ["adaptive", "channel", "fixed"])
+def test_without_rate_the_features_are_identical_and_nothing_is_counted(quantizer):
+    """with_rate=False (restoring frames) skips the likelihoods only: ŷ, hence the purified
+    features, equal the rated pass's exactly in eval mode, and the bits are 0."""
+    torch.manual_seed(0)
+    codec = FeatureCodec(**SMALL, quantizer=quantizer).eval()
+    feats, context = _features(SMALL["channels"], 40, 56), _context(8, 40, 56)
+    with torch.no_grad():
+        rated = codec(feats, context)
+        fast = codec(feats, context, with_rate=False)
+    assert rated.bits_y.item() > 0 and rated.bits_z.item() > 0
+    assert fast.bits_y.item() == 0 and fast.bits_z.item() == 0
+    assert all(torch.equal(a, b) for a, b in zip(fast.features, rated.features))
+    assert set(fast.maps) == {"q", "mu", "sigma"}
+    assert all(torch.equal(fast.maps[k], rated.maps[k]) for k in fast.maps)

@@ -5,6 +5,7 @@ import torch
 
 from lightning_modules.tasks.metrics import (
     ClipQualityMetrics,
+    frame_psnr,
     frame_psnr_ssim,
     prepare_frames,
     rgb_to_y_bt601,
@@ -102,3 +103,13 @@ def test_frame_metrics_reject_mismatched_clips():
         frame_psnr_ssim(torch.zeros(2, 3, 12, 12), torch.zeros(2, 3, 12, 12))
     with pytest.raises(ValueError, match="metric_space"):
         ClipQualityMetrics(metric_space="lab")
+
+
+def test_frame_psnr_is_the_psnr_of_frame_psnr_ssim():
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 3, 24, 24)
+    restored = (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
+    psnr, _ = frame_psnr_ssim(restored, target, "y", crop_border=2)
+    assert torch.equal(frame_psnr(restored, target, "y", crop_border=2), psnr)
+    with pytest.raises(ValueError, match="must have the same shape"):
+        frame_psnr(restored, target[:, :2])
