@@ -21,9 +21,11 @@ test-fast:  ## skip the slow end-to-end tests
 train:  ## train on the embedded sample set (pass Hydra overrides with ARGS="...")
 	$(PY) train.py $(ARGS)
 
-bench:  ## print FLOPs / speed / data throughput figures
+bench:  ## print FLOPs / inference and training speed / data throughput figures
 	$(PY) bench/flops.py
 	$(PY) bench/data_throughput.py
+	$(PY) bench/infer_speed.py
+	$(PY) bench/train_speed.py
 
 data-%:  ## download + verify a dataset: make data-vimeo / data-davis / data-set8 (others print manual steps)
 	$(PY) -m datamodules.prepare_data $* $(ARGS)

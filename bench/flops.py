@@ -71,12 +71,14 @@ def _counter() -> FlopCounterMode:
     )
 
 
-def count_flops(net: torch.nn.Module, num_frames: int) -> dict[str, float]:
-    """FLOPs of one no-grad forward on a (1, T, 3, 480, 854) clip: total (grid_sample by formula
-    included), the grid_sample part (``sampling``) and per stage (stages of
-    VideoRestorationNet; for another network only ``flow`` is split off, the rest is
-    ``restoration``)."""
-    lq = torch.rand(1, num_frames, 3, *FLOP_SIZE)
+def count_flops(
+    net: torch.nn.Module, num_frames: int, size: tuple[int, int] = FLOP_SIZE
+) -> dict[str, float]:
+    """FLOPs of one no-grad forward on a (1, T, 3, H, W) clip (``size`` = (H, W), 480x854 by
+    default): total (grid_sample by formula included), the grid_sample part (``sampling``) and
+    per stage (stages of VideoRestorationNet; for another network only ``flow`` is split off,
+    the rest is ``restoration``)."""
+    lq = torch.rand(1, num_frames, 3, *size)
     with torch.no_grad(), _counter() as counter:
         net(lq, torch.full((1,), 0.1))
     counts = counter.get_flop_counts()

@@ -55,6 +55,9 @@ from lightning_modules.stages.dis_flow import DISFlow  # noqa: E402
 from lightning_modules.stages.spynet import SpyNet  # noqa: E402
 from lightning_modules.stages.warp import flow_warp  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_name  # noqa: E402
+
 SHARED_DATA = Path(os.environ.get("NCFL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 NOISE_SIGMA = 30 / 255
 #: Seed of the held-out synthetic pairs; training runs must use another one.
@@ -250,13 +253,7 @@ def parse_spynet(values: list[str]) -> list[tuple[str, Path]]:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_name()
     import cv2
 
     return (

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,9 @@ from datamodules.datasets.folder import scan_folder  # noqa: E402
 from datamodules.datasets.set8 import scan_set8  # noqa: E402
 from lightning_modules.run.compose import CONF_DIR, compose_config  # noqa: E402
 from lightning_modules.tasks.metrics import frame_psnr_ssim  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import describe_machine  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("NCFL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 SIGMA = 30 / 255
@@ -193,19 +195,7 @@ def table(results: list[dict]) -> str:
 
 
 def machine(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in info.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    device = (
-        torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu}, {args.threads} threads"
-    )
-    return f"{device}; torch {torch.__version__}"
+    return describe_machine(args.device, args.threads)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, work_dir: str) -> None:

@@ -13,6 +13,7 @@ with ``callbacks.step_timing`` (``callbacks/step_timing.py``) timing every step.
 - ``bf16``:          ``trainer.precision=bf16-mixed`` (rate terms stay float32);
 - ``compile``:       ``compile=true`` (torch.compile of the network; its compile time falls in
                      the warm-up steps, which are not measured);
+- ``bf16_compile``: both;
 - ``nchw``:          ``channels_last=false``, the ablation of the default memory layout.
 
 Figures are steady state (after ``--warmup`` steps, first batch of each epoch excluded):
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -37,11 +37,15 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from machine_info import describe_machine  # noqa: E402
 
 MODES = {
     "fp32": ["trainer.precision=32-true"],
     "bf16": ["trainer.precision=bf16-mixed"],
     "compile": ["compile=true"],
+    "bf16_compile": ["trainer.precision=bf16-mixed", "compile=true"],
     "nchw": ["channels_last=false"],
 }
 
@@ -105,15 +109,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
 
 
 def machine(args: argparse.Namespace) -> str:
-    if args.device == "cuda":
-        return f"{torch.cuda.get_device_name()}; torch {torch.__version__}"
-    cpu = platform.processor() or "unknown CPU"
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines()
-                 if ln.startswith("model name")]  # fmt: skip
-        cpu = names[0] if names else cpu
-    return f"{cpu}, {args.threads} threads; torch {torch.__version__}"
+    return describe_machine(args.device, args.threads)
 
 
 def table(results: list[dict], args: argparse.Namespace) -> str:
