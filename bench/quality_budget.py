@@ -93,7 +93,7 @@ def evaluate_classical(method: str, frames: torch.Tensor) -> dict[str, float]:
 def train_model(name: str, seed: int, args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
     run_args = argparse.Namespace(**{**vars(args), "seed": seed, "max_steps": None})
     out_dir = args.work_dir / f"{name}_seed{seed}"
-    overrides = [*run_overrides(run_args, out_dir), f"model={name}"]
+    overrides = [*run_overrides(run_args, out_dir), f"model={name}", *args.overrides]
     began = time.perf_counter()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose_config("train", overrides)

@@ -15,8 +15,9 @@ at σ = 30 (the ``val/temporal_gain_db`` it logs), for ``--minutes`` of training
 - ``no_codec_flow_blend`` / ``adaptive_q_flow_blend``: the same with the motion-compensated
   recursive blend (``model/blend=recursive``), not run unless named.
 
-``--max-steps N`` also stops each configuration at N steps: on a shared, noisy machine equal
-steps compare configurations more fairly than equal minutes.
+``--overrides`` adds train.py overrides to every configuration (e.g.
+``model.blend.detector=mean_abs``). ``--max-steps N`` also stops each configuration at N steps:
+on a shared, noisy machine equal steps compare configurations more fairly than equal minutes.
 
 ``--flow``: ``dis`` (OpenCV DIS, no training), or ``spynet=PATH`` (a pretrained SPyNet
 checkpoint: ``experiment=flow_pretrain``, BasicSR or mmagic).
@@ -156,6 +157,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
     overrides = [*run_overrides(args, out_dir), *CONFIGS[name]]
     if name != "no_codec_zero":
         overrides += flow_overrides(args.flow)
+    overrides += args.overrides
     began = time.perf_counter()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose_config("train", overrides)
@@ -210,6 +212,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, work_dir: str) -> None:
     parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "logs" / work_dir)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="more train.py overrides, applied last"
+    )
 
 
 def main() -> None:

@@ -4,6 +4,16 @@
     α  = α_max · exp(−(d / (κ·σ + c))²)                          trust in the aligned past
     x̃  = x + α·(g − x)
 
+or, with ``detector="excess_energy"``, a disagreement that the noise cannot fake:
+
+    e² = max(mean over the window and channels of (g − x)² − σ², 0)
+    α  = α_max · exp(−e² / (κ·σ + c)²)
+
+Since x = clean + noise and g = clean + δ (misalignment, restoration error),
+E[(g − x)²] = δ² + σ²: e² estimates δ² whatever the noise. The mean of |g − x| instead grows
+only once |δ| is well above σ, so at σ = 30 a 1-2 px misalignment of textured content passes as
+agreement and is blended in (ghosting).
+
 with x the current degraded frame, g = warp(restored_{t-1}, flow) the aligned previous output and
 σ the noise level (0 for other tasks). Where the past agrees with the present to within the
 noise, the input is averaged with it, which lowers its noise at once; where they disagree
@@ -31,16 +41,25 @@ class TemporalBlend(nn.Module):
         init_trust: initial α_max in (0, 1).
         init_kappa: initial κ (how many σ of disagreement still count as agreement).
         init_offset: initial c, the disagreement tolerated without noise (image units).
+        detector: ``mean_abs`` (d above) or ``excess_energy`` (e² above).
     """
+
+    DETECTORS = ("mean_abs", "excess_energy")
 
     def __init__(
         self,
         window: int = 5,
         init_trust: float = 0.5,
-        init_kappa: float = 2.0,
+        init_kappa: float = 1.0,
         init_offset: float = 0.02,
+        detector: str = "excess_energy",
     ) -> None:
         super().__init__()
+        if detector not in self.DETECTORS:
+            raise ValueError(
+                f"TemporalBlend: detector must be one of {self.DETECTORS}, got {detector!r}"
+            )
+        self.detector = detector
         if not isinstance(window, int) or window < 1 or window % 2 == 0:
             raise ValueError(f"TemporalBlend: window must be an odd int >= 1, got {window!r}")
         if not 0.0 < init_trust < 1.0:
@@ -57,7 +76,9 @@ class TemporalBlend(nn.Module):
 
     def weight(self, frame: Tensor, guide: Tensor, noise_level: Tensor | None) -> Tensor:
         """α (B, 1, H, W) in [0, α_max]."""
-        disagreement = (guide - frame).abs().mean(dim=1, keepdim=True)
+        difference = guide - frame
+        energy = self.detector == "excess_energy"
+        disagreement = (difference.square() if energy else difference.abs()).mean(1, keepdim=True)
         pad = self.window // 2
         disagreement = F.avg_pool2d(
             F.pad(disagreement, (pad, pad, pad, pad), mode="replicate"), self.window, stride=1
@@ -66,6 +87,9 @@ class TemporalBlend(nn.Module):
         if noise_level is not None:
             sigma = noise_level.reshape(-1, 1, 1, 1).to(frame)
         tolerance = self.log_kappa.exp() * sigma + self.log_offset.exp()
+        if energy:
+            excess = (disagreement - sigma.square()).clamp(min=0.0)
+            return torch.sigmoid(self.trust_logit) * torch.exp(-excess / tolerance.square())
         return torch.sigmoid(self.trust_logit) * torch.exp(-((disagreement / tolerance) ** 2))
 
     def forward(
