@@ -6,15 +6,8 @@
     q, μ, σ = h_s(ẑ, context)             hyper-synthesis back to y's grid; the current frame's
                                           1/4-scale features join as context before the last layers
     ŷ   = quantizer(y, μ, q)              (round(y/q − μ) + μ)·q, see quantizers.py
-    F̂   = g_s(ŷ / k)                      synthesis: inverse GDN + transposed convs,
+    F̂   = g_s(ŷ)                          synthesis: inverse GDN + transposed convs,
                                           giving scales 1/4, 1/2, 1
-
-with y = k · g_a(...) for a fixed latent gain k (``latent_gain``). Why k: the features are small
-(std ~0.1), so at initialisation g_a(F) has a std of ~0.06 and rounding with a step q >= 0.5
-sends every element to μ: y carries no information from the first step on, and the
-straight-through gradient never tells the encoder to grow (a step-0 adaptive_q logged
-bpp_y ~5e-5). A gain of k = 16 puts y's initial std near 1, so rounding keeps ~1-2 bits an
-element and the rate term, not the initial scale, decides how much survives.
 
 Rate: bits_y = Σ −log2 p(r) with p the zero-mean Gaussian/Laplace interval mass of the centred
 latent r the quantizer scored (σ >= 0.11, p >= 1e-9); bits_z = Σ −log2 p(ẑ). With
@@ -198,12 +191,8 @@ class FeatureCodec(nn.Module):
         likelihood: str = "gaussian",
         context_channels: int = 64,
         min_step: float = MIN_STEP,
-        latent_gain: float = 1.0,
     ) -> None:
         super().__init__()
-        if not float(latent_gain) > 0:
-            raise ValueError(f"FeatureCodec: latent_gain must be > 0, got {latent_gain}")
-        self.latent_gain = float(latent_gain)
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(
@@ -310,7 +299,7 @@ class FeatureCodec(nn.Module):
         padded_feats = [
             self._pad(f, padded[0] // 2**s, padded[1] // 2**s) for s, f in enumerate(feats)
         ]
-        y = self.encoder(padded_feats) * self.latent_gain
+        y = self.encoder(padded_feats)
         return y, self._context_on_latent_grid(context, y, padded)
 
     def hyper_parameters(
@@ -352,7 +341,7 @@ class FeatureCodec(nn.Module):
             maps = {"q": q_used, "mu": mu, "sigma": sigma, "bits": bits_map}
             bits_y = bits_map.sum()
             bits_z = bits(z_likelihood)
-        decoded = self.decoder(y_hat / self.latent_gain)
+        decoded = self.decoder(y_hat)
         features = [
             d[..., : f.shape[-2], : f.shape[-1]] for d, f in zip(decoded, feats, strict=True)
         ]

@@ -210,36 +210,3 @@ def test_without_rate_the_features_are_identical_and_nothing_is_counted(quantize
     assert all(torch.equal(a, b) for a, b in zip(fast.features, rated.features))
     assert set(fast.maps) == {"q", "mu", "sigma"}
     assert all(torch.equal(fast.maps[k], rated.maps[k]) for k in fast.maps)
-
-
-def _coded_fraction(codec, feats, context):
-    """Share of latent elements that rounding does not send to the predicted mean."""
-    with torch.no_grad():
-        y, grid = codec.analyse(feats, context)
-        z_hat = codec.z_density.quantize(codec.hyper_encoder(y))
-        q_raw, mu, _ = codec.hyper_parameters(z_hat, grid)
-        r = y / q_raw.clamp(min=codec.quantizer.min_step) - mu
-    return (torch.round(r) != 0).float().mean().item()
-
-
-def test_latent_gain_keeps_information_in_y_at_initialisation():
-    """Features of the U-Net's size (std ~0.1): without a gain, rounding sends nearly every
-    latent to μ from the start (the y-rate collapse); with k = 16 most survive. Without a
-    quantizer the gain cancels exactly."""
-    feats = [0.1 * f for f in _features(SMALL["channels"], 32, 48)]
-    context = _context(8, 32, 48)
-    fractions = {}
-    for gain in (1.0, 16.0):
-        torch.manual_seed(0)
-        codec = FeatureCodec(**SMALL, latent_gain=gain).eval()
-        fractions[gain] = _coded_fraction(codec, feats, context)
-    assert fractions[1.0] < 0.1 and fractions[16.0] > 0.6
-    torch.manual_seed(0)
-    plain = FeatureCodec(**SMALL, quantizer="none").eval()
-    torch.manual_seed(0)
-    gained = FeatureCodec(**SMALL, quantizer="none", latent_gain=16.0).eval()
-    with torch.no_grad():
-        expected, got = plain(feats).features, gained(feats).features
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected))
-    with pytest.raises(ValueError, match="latent_gain must be > 0"):
-        FeatureCodec(**SMALL, latent_gain=0.0)
