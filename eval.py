@@ -20,7 +20,6 @@ CSV, PSNR-versus-σ and rate-distortion plots; ``lightning_modules/run/eval_meth
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -52,6 +51,7 @@ from lightning_modules.run.eval_methods import (
     test_loader,
     unique_labels,
     write_comparison,
+    write_csv,
 )
 from lightning_modules.run.instantiate import instantiate, instantiate_collection
 from lightning_modules.run.resolvers import register_resolvers
@@ -148,14 +148,8 @@ def markdown_tables(rows: list[dict[str, Any]], metric_space: str) -> str:
 def write_results(rows: list[dict[str, Any]], metric_space: str, out_dir: Path) -> str:
     """Write results.csv and results.md into ``out_dir``; returns the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out_dir / "results.csv") as temp, open(temp, "w", newline="") as f:
-        columns = COLUMNS + (CODING_COLUMNS if "bpp_actual" in rows[0] else ())
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(
-                {k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in columns}
-            )
+    columns = COLUMNS + (CODING_COLUMNS if "bpp_actual" in rows[0] else ())
+    write_csv(out_dir / "results.csv", rows, columns)
     text = markdown_tables(rows, metric_space)
     if "bpp_actual" in rows[0]:
         text += "\nActual bits (entropy_coding=true) against the estimate:\n\n"

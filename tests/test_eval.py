@@ -118,7 +118,7 @@ def test_results_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(evaluation.csv.DictWriter, "writerow", disk_full)
+        patch.setattr(csv.DictWriter, "writerow", disk_full)
         with pytest.raises(OSError, match="No space left"):
             evaluation.write_results(rows, "rgb", tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -270,9 +270,27 @@ def _pyplot() -> Any | None:
     return plt
 
 
-def _save(figure: Any, path: Path) -> None:
+def _save_plot(plt: Any, figure: Any, axes: Any, xlabel: str, ylabel: str, path: Path) -> Path:
+    """Label, grid and legend ``axes``, write ``figure`` to ``path`` (PNG, atomically), close it."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
     with atomic_output(path) as temp:
         figure.savefig(temp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """``rows`` as CSV with ``columns`` (floats with 6 decimals), written atomically."""
+    with atomic_output(path) as temp, open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(
+                {k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in columns}
+            )
 
 
 def write_comparison(
@@ -283,13 +301,7 @@ def write_comparison(
     rows = comparison_rows(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ("label", "kind", "rate_weight", "sigma", "num_frames", "psnr", "ssim", "bpp")
-    with atomic_output(out_dir / "comparison.csv") as temp, open(temp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(
-                {k: (f"{r[k]:.6f}" if isinstance(r[k], float) else r[k]) for k in columns}
-            )
+    write_csv(out_dir / "comparison.csv", rows, columns)
     text = comparison_markdown(rows, metric_space)
     with atomic_output(out_dir / "comparison.md") as temp:
         temp.write_text(text)
@@ -300,13 +312,9 @@ def write_comparison(
         for label in dict.fromkeys(r["label"] for r in rows):
             mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["sigma"])
             axes.plot([r["sigma"] for r in mine], [r["psnr"] for r in mine], "o-", label=label)
-        axes.set_xlabel("σ (0-255)")
-        axes.set_ylabel(f"PSNR (dB, {metric_space.upper()})")
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-        _save(figure, out_dir / "psnr_vs_sigma.png")
-        plt.close(figure)
-        written.append(out_dir / "psnr_vs_sigma.png")
+        ylabel = f"PSNR (dB, {metric_space.upper()})"
+        path = out_dir / "psnr_vs_sigma.png"
+        written.append(_save_plot(plt, figure, axes, "σ (0-255)", ylabel, path))
         coded = [r for r in rows if r["kind"] == "checkpoint" and r["rate_weight"] is not None]
         if len({r["rate_weight"] for r in coded}) >= 2:
             figure, axes = plt.subplots(figsize=(6, 4))
@@ -320,11 +328,6 @@ def write_comparison(
                 )
                 for r in points:
                     axes.annotate(f"λ={r['rate_weight']:g}", (r["bpp"], r["psnr"]), fontsize=7)
-            axes.set_xlabel("bpp of the latent")
-            axes.set_ylabel(f"PSNR (dB, {metric_space.upper()})")
-            axes.grid(alpha=0.3)
-            axes.legend(fontsize=8)
-            _save(figure, out_dir / "rate_distortion.png")
-            plt.close(figure)
-            written.append(out_dir / "rate_distortion.png")
+            path = out_dir / "rate_distortion.png"
+            written.append(_save_plot(plt, figure, axes, "bpp of the latent", ylabel, path))
     return {"rows": rows, "markdown": text, "files": written}

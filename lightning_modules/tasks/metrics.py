@@ -60,7 +60,10 @@ def prepare_frames(
     return rgb_to_y_bt601(frames) if metric_space == "y" else frames
 
 
-def _check_clips(restored: torch.Tensor, target: torch.Tensor) -> None:
+def _prepared_clips(
+    restored: torch.Tensor, target: torch.Tensor, metric_space: str, crop_border: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both clips checked and flattened to (B·T, C, h, w) frames in the metric space."""
     if restored.shape != target.shape:
         raise ValueError(
             f"restored {tuple(restored.shape)} and target {tuple(target.shape)} "
@@ -68,6 +71,15 @@ def _check_clips(restored: torch.Tensor, target: torch.Tensor) -> None:
         )
     if restored.dim() != 5:
         raise ValueError(f"expected clips (B, T, 3, H, W), got {tuple(restored.shape)}")
+    with torch.no_grad():
+        pred = prepare_frames(restored.detach(), metric_space, crop_border)
+        ref = prepare_frames(target.detach(), metric_space, crop_border)
+    return pred, ref
+
+
+def _psnr(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return peak_signal_noise_ratio(pred, ref, data_range=1.0, reduction="none", dim=(1, 2, 3))
 
 
 def frame_psnr(
@@ -79,13 +91,8 @@ def frame_psnr(
     """Per-frame PSNR (dB) of clips (B, T, 3, H, W) -> (B, T), as ``frame_psnr_ssim`` computes
     it, without the SSIM (the training step logs PSNR only: SSIM's 11x11 Gaussian filtering
     cost 5-6% of a default CPU training step)."""
-    _check_clips(restored, target)
-    b, t = restored.shape[:2]
-    with torch.no_grad():
-        pred = prepare_frames(restored.detach(), metric_space, crop_border)
-        ref = prepare_frames(target.detach(), metric_space, crop_border)
-        psnr = peak_signal_noise_ratio(pred, ref, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    return psnr.view(b, t)
+    pred, ref = _prepared_clips(restored, target, metric_space, crop_border)
+    return _psnr(pred, ref).view(restored.shape[:2])
 
 
 def frame_psnr_ssim(
@@ -99,14 +106,11 @@ def frame_psnr_ssim(
     Uses torchmetrics' functional forms (PSNR over dims (1, 2, 3) of each frame, Gaussian SSIM
     with an 11-pixel window) with data_range 1. Identical frames give PSNR = inf.
     """
-    _check_clips(restored, target)
+    pred, ref = _prepared_clips(restored, target, metric_space, crop_border)
     b, t = restored.shape[:2]
-    psnr = frame_psnr(restored, target, metric_space, crop_border)
     with torch.no_grad():
-        pred = prepare_frames(restored.detach(), metric_space, crop_border)
-        ref = prepare_frames(target.detach(), metric_space, crop_border)
         ssim = structural_similarity_index_measure(pred, ref, data_range=1.0, reduction="none")
-    return psnr, ssim.view(b, t)
+    return _psnr(pred, ref).view(b, t), ssim.view(b, t)
 
 
 class ClipQualityMetrics(nn.Module):
