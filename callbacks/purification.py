@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from callbacks.image_logging import log_images
-from lightning_modules.tasks.network_inputs import network_inputs
+from lightning_modules.tasks.network_inputs import flow_inputs, network_inputs
 
 # Feature set -> RGB colour of its points.
 COLOURS = {"before codec": (230, 85, 13), "after codec": (49, 130, 189), "clean": (49, 163, 84)}
@@ -51,7 +51,7 @@ def purification(net: torch.nn.Module, batch: dict[str, Any]) -> PurificationRes
     lq, noise_level = network_inputs(batch, net)
     if gt is None or lq.shape[1] < 2:
         return None
-    degraded = net(lq, noise_level, return_maps=True).maps[1:]
+    degraded = net(lq, noise_level, return_maps=True, **flow_inputs(batch, net)).maps[1:]
     clean_level = None if noise_level is None else torch.zeros_like(noise_level)
     clean = net(gt.to(lq), clean_level, return_maps=True).maps[1:]
     before = torch.cat([m["aligned"] for m in degraded]).float()

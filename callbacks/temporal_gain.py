@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_modules.tasks.metrics import frame_psnr_ssim
-from lightning_modules.tasks.network_inputs import network_inputs
+from lightning_modules.tasks.network_inputs import flow_inputs, network_inputs
 
 
 class TemporalGain(pl.Callback):
@@ -47,7 +47,7 @@ class TemporalGain(pl.Callback):
         gt = batch.get("gt")
         if gt is None or lq.shape[1] < 2:
             return None
-        recurrent = net(lq, sigma).restored[:, 1:]
+        recurrent = net(lq, sigma, **flow_inputs(batch, net)).restored[:, 1:]
         alone = torch.cat([net(lq[:, t : t + 1], sigma).restored for t in range(1, lq.shape[1])], 1)
         psnr_recurrent = frame_psnr_ssim(recurrent, gt[:, 1:], metric_space)[0].mean()
         psnr_alone = frame_psnr_ssim(alone, gt[:, 1:], metric_space)[0].mean()

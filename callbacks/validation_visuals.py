@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.tasks.network_inputs import network_inputs
+from lightning_modules.tasks.network_inputs import flow_inputs, network_inputs
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _first_clip(batch: dict[str, Any]) -> dict[str, Any]:
 @torch.no_grad()
 def _restoration_visuals(net: torch.nn.Module, batch: dict[str, Any]) -> ClipVisuals:
     lq, noise_level = network_inputs(batch, net)
-    out = net(lq, noise_level, return_maps=True)
+    out = net(lq, noise_level, return_maps=True, **flow_inputs(batch, net))
     gt = batch.get("gt")
     return ClipVisuals(
         name=(batch.get("name") or [""])[0],

@@ -26,19 +26,31 @@ sequence has no clean frames), "sigma" () float in [0, 1] units (0 without noise
 "frame_idx" (T,) long}``. The dataset never builds a degradation: it applies the ones it gets.
 Paired sequences (``Sequence.lq`` set) use their real degraded frames; the degradation is then
 applied to those LQ frames only when ``degrade_paired=True``.
+
+Flow with context (``flow_estimator``, e.g. the DIS flow stage): the item also gets ``"flow"``
+(T, 2, h, w), ``flow[t] = estimator(lq_t, lq_{t-1})`` (backward flow, zero at t = 0) estimated on
+the degraded frames of the crop window grown by ``flow_margin`` pixels on each side (within the
+frame), then cropped and flipped with them (``apply_spatial_flow``). Flow estimated on a 96-pixel
+training crop misses the context it needs, while evaluation runs the network on full frames.
+Measured on the shared DAVIS frames at σ = 30, DIS warp error as a share of zero flow's (and
+time per pair): crop alone 0.51 (8 ms), margin 32: 0.42 (13 ms), 64: 0.39 (21 ms), 128: 0.39
+(46 ms), full frame 0.39 (84 ms). With it the degradation is applied to that grown window
+before the crop (the same noise statistics; other random draws than without).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.clip_transforms import (
+    SpatialParams,
     apply_spatial,
+    apply_spatial_flow,
     as_patch_size,
     centre_spatial_params,
     draw_spatial_params,
@@ -90,6 +102,11 @@ class ClipDataset(Dataset):
         skip_bad: drop (and log) sequences shorter than a clip, and replace a clip whose frames
             fail to read with the next readable one (logged) instead of raising.
         degrade_paired: also apply the degradation to the real LQ frames of paired sequences.
+        flow_estimator: ``estimator(ref, supp) -> flow`` on (N, 3, H, W) frame batches (a flow
+            stage without trainable weights, e.g. ``DISFlow``); adds ``"flow"`` estimated with
+            context (module docstring). None: no flow in the items.
+        flow_margin: context in pixels around the crop for ``flow_estimator``; None: the whole
+            frame.
     """
 
     def __init__(
@@ -107,6 +124,8 @@ class ClipDataset(Dataset):
         vflip: bool = False,
         transpose: bool = False,
         degrade_paired: bool = False,
+        flow_estimator=None,
+        flow_margin: int | None = 64,
     ) -> None:
         sequences = list(sequences)
         if not sequences or not all(isinstance(s, Sequence) for s in sequences):
@@ -152,6 +171,19 @@ class ClipDataset(Dataset):
         self.seed = int(seed)
         self.skip_bad = bool(skip_bad)
         self.degrade_paired = bool(degrade_paired)
+        if flow_estimator is not None and not callable(flow_estimator):
+            raise TypeError(
+                f"ClipDataset: flow_estimator must be callable (ref, supp) -> flow, got "
+                f"{type(flow_estimator).__name__}"
+            )
+        self.flow_estimator = flow_estimator
+        if flow_margin is not None and (
+            isinstance(flow_margin, bool) or not isinstance(flow_margin, int) or flow_margin < 0
+        ):
+            raise ValueError(
+                f"ClipDataset: flow_margin must be an int >= 0 or None, got {flow_margin!r}"
+            )
+        self.flow_margin = flow_margin
         self.sequences = self._keep_long_enough(sequences)
         self._check_degradation_available()
         self.items = self._index_items()
@@ -297,14 +329,15 @@ class ClipDataset(Dataset):
             )
         else:
             params = centre_spatial_params(frame_size, self.patch_size, where)
+        flow = None
+        if self.flow_estimator is not None:  # degrade and estimate with context, then crop
+            gt, lq, params = self._context_window(gt, lq, params, frame_size)
+            lq, sigma = self._degrade(ref, gt, lq, generator)
+            flow = apply_spatial_flow(self._clip_flow(lq), params)
         gt = apply_spatial(gt, params) if gt is not None else None
         lq = apply_spatial(lq, params) if lq is not None else None
-
-        degradation = self.degradations[ref.degradation]
-        sigma = 0.0
-        if lq is None or (self.degrade_paired and degradation is not None):
-            lq, info = degradation(gt if lq is None else lq, generator)
-            sigma = float(info.get("sigma", 0.0))
+        if self.flow_estimator is None:
+            lq, sigma = self._degrade(ref, gt, lq, generator)
 
         item = {
             "lq": lq.float(),
@@ -314,4 +347,38 @@ class ClipDataset(Dataset):
         }
         if gt is not None:
             item["gt"] = gt.float()
+        if flow is not None:
+            item["flow"] = flow
         return item
+
+    def _degrade(
+        self, ref: ClipRef, gt: torch.Tensor | None, lq: torch.Tensor | None, generator
+    ) -> tuple[torch.Tensor, float]:
+        """(degraded frames, σ in [0, 1] units): the real LQ frames, or the degradation applied
+        to the clean frames (to the LQ frames with ``degrade_paired``)."""
+        degradation = self.degradations[ref.degradation]
+        if lq is None or (self.degrade_paired and degradation is not None):
+            lq, info = degradation(gt if lq is None else lq, generator)
+            return lq, float(info.get("sigma", 0.0))
+        return lq, 0.0
+
+    def _context_window(self, gt, lq, params: SpatialParams, frame_size: tuple[int, int]):
+        """(gt, lq, params) cut to the crop grown by ``flow_margin`` within the frame, with
+        ``params`` moved to that window (the whole frame when ``flow_margin`` is None)."""
+        if self.flow_margin is None:
+            return gt, lq, params
+        margin = self.flow_margin
+        top, left = max(0, params.top - margin), max(0, params.left - margin)
+        bottom = min(frame_size[0], params.top + params.height + margin)
+        right = min(frame_size[1], params.left + params.width + margin)
+        cut = [x[..., top:bottom, left:right] if x is not None else None for x in (gt, lq)]
+        return (*cut, replace(params, top=params.top - top, left=params.left - left))
+
+    @torch.no_grad()
+    def _clip_flow(self, lq: torch.Tensor) -> torch.Tensor:
+        """(T, 2, H, W) backward flows of the clip's consecutive frames, zero at t = 0."""
+        lq = lq.float()
+        flows = lq.new_zeros(lq.shape[0], 2, *lq.shape[-2:])
+        if lq.shape[0] > 1:
+            flows[1:] = self.flow_estimator(lq[1:], lq[:-1]).float()
+        return flows

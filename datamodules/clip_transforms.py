@@ -119,6 +119,23 @@ def apply_spatial(clip: torch.Tensor, params: SpatialParams) -> torch.Tensor:
     return out.contiguous()
 
 
+def apply_spatial_flow(flow: torch.Tensor, params: SpatialParams) -> torch.Tensor:
+    """``apply_spatial`` for flow fields (..., 2, H, W) (channel 0 = x, 1 = y, in pixels): the
+    same crop and flips, with the vectors following the image. A horizontal flip negates x, a
+    vertical flip negates y and a transposition swaps them, so warping the transformed frames
+    by the transformed flow equals transforming the warped frames."""
+    if flow.dim() < 3 or flow.shape[-3] != 2:
+        raise ValueError(f"apply_spatial_flow: expected (..., 2, H, W), got {tuple(flow.shape)}")
+    out = apply_spatial(flow, params)
+    sign = torch.tensor(
+        [-1.0 if params.hflip else 1.0, -1.0 if params.vflip else 1.0], dtype=out.dtype
+    )
+    out = out * sign.view(2, 1, 1)
+    if params.transpose:
+        out = out.flip(-3)
+    return out.contiguous()
+
+
 def window_span(clip_len: int, stride: int) -> int:
     """Number of sequence frames a window of ``clip_len`` frames every ``stride`` covers."""
     return (clip_len - 1) * stride + 1

@@ -80,6 +80,12 @@ class VideoDataModule(pl.LightningDataModule):
         temporal_strides, reverse_prob, flip, vflip, transpose: training augmentation
             (see ``ClipDataset``).
         degrade_paired: also degrade the provided LQ frames of paired sequences.
+        flow_estimator: a flow stage without weights (e.g. the model's DIS stage,
+            ``data.flow_estimator=${model.flow}``): training and validation clips then carry
+            flow estimated on the crop grown by ``flow_margin`` pixels (``ClipDataset``), which
+            the network uses instead of estimating it on the bare crop. Test clips do not (the
+            network sees full frames there). None: the network estimates flow on its input.
+        flow_margin: context around the crop for ``flow_estimator`` (None: the whole frame).
         root, train_list, test_list: anchors of a data config: the dataset folder and list
             files, written once at the top of the yaml and interpolated into the scanner
             partials (``root: ${..root}``). The scanners do the reading; the datamodule keeps
@@ -121,6 +127,8 @@ class VideoDataModule(pl.LightningDataModule):
         train_list: str | None = None,
         test_list: str | None = None,
         clips_per_epoch: int | None = None,
+        flow_estimator=None,
+        flow_margin: int | None = 64,
     ) -> None:
         super().__init__()
         self.root, self.train_list, self.test_list = root, train_list, test_list
@@ -198,6 +206,8 @@ class VideoDataModule(pl.LightningDataModule):
             "transpose": bool(transpose),
         }
         self.degrade_paired = bool(degrade_paired)
+        self.flow_estimator = flow_estimator
+        self.flow_margin = flow_margin
         if clips_per_epoch is not None and (
             isinstance(clips_per_epoch, bool)
             or not isinstance(clips_per_epoch, int)
@@ -254,6 +264,8 @@ class VideoDataModule(pl.LightningDataModule):
             seed=self.seed,
             skip_bad=self.skip_bad,
             degrade_paired=self.degrade_paired,
+            flow_estimator=None if split == "test" else self.flow_estimator,
+            flow_margin=self.flow_margin,
             **self.augment,
         )
         if split == "val" and self.max_val_clips is not None and len(dataset) > self.max_val_clips:

@@ -142,3 +142,20 @@ def test_ddp_cpu_two_processes(tmp_path):
     )
     assert objects["trainer"].world_size == 2
     assert math.isfinite(metrics["val/psnr"])
+
+
+def test_training_with_flow_from_the_data_loader(tmp_path):
+    """data.flow_estimator=${model.flow}: the loader estimates DIS flow on the full frames and
+    training and validation run on it; a trainable flow stage is refused with one message."""
+    base = [
+        *tiny_overrides("no_codec", tmp_path),
+        "test=false",
+        "+data.flow_estimator=${model.flow}",
+    ]
+    metrics, objects = _train(base)
+    assert objects["trainer"].global_step == 2
+    assert math.isfinite(metrics["train/loss"]) and 0 < metrics["val/psnr"] < 60
+    batch = next(iter(objects["datamodule"].train_dataloader()))
+    assert batch["flow"].shape == (*batch["lq"].shape[:2], 2, *batch["lq"].shape[3:])
+    with pytest.raises(Exception, match="trainable weights"):
+        _train([*base, "model/flow=spynet", "model.flow.num_levels=3"])

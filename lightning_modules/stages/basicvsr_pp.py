@@ -267,8 +267,20 @@ class BasicVSRPlusPlus(nn.Module):
 
     # ------------------------------------------------------------------ whole clip
     def forward(
-        self, lq: Tensor, noise_level: Tensor | None = None, return_maps: bool = False
+        self,
+        lq: Tensor,
+        noise_level: Tensor | None = None,
+        return_maps: bool = False,
+        flows: Tensor | None = None,
     ) -> NetworkOutput:
+        """``flows`` (the network interface's given flows) must be None: the second-order
+        propagation needs both directions and flows between frames two apart, so BasicVSR++
+        always estimates its own."""
+        if flows is not None:
+            raise ValueError(
+                "flows: BasicVSR++ estimates its own bidirectional flows; set "
+                "data.flow_estimator=null"
+            )
         inputs = self._inputs(lq, noise_level)
         batch, frames, _, height, width = lq.shape
         pad_h, pad_w = (-height) % 4, (-width) % 4

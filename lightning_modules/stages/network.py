@@ -28,6 +28,11 @@ Without autograd (``torch.no_grad``) and without maps, the forward recursion kee
 current state and writes each restored frame into a preallocated output, so memory does not
 grow with T (the bidirectional mode must keep T backward features).
 
+Given flows: ``net(lq, noise_level, flows=v)`` with v (B, T, 2, H, W) uses v_t in place of the
+flow stage's estimate (v_0 is ignored; motion refinement still applies), e.g. flow the data
+loader estimated on full frames before cropping (``ClipDataset(flow_estimator=...)``).
+Forward-recurrent nets only.
+
 Streaming (forward-recurrent nets): ``state = net.init_state()``, then per frame
 ``restored, state = net.step(lq_t, noise_level, state)``; ``forward`` loops over the same step,
 so the frames equal the whole-clip pass.
@@ -83,7 +88,9 @@ def noise_map(lq: Tensor, noise_level: Tensor | None, noise_channel: bool) -> Te
 
 @dataclass
 class NetworkOutput:
-    """Restored clip, rates (scalar tensors) and, on request, per-frame detached maps."""
+    """Restored clip, rates (scalar tensors), on request per-frame detached maps, and with
+    autograd on the forward recurrence's refined flows v̂ (B, T, 2, H, W; v̂_0 = 0) with their
+    graph (the alignment loss of ``RestorationTask`` trains motion refinement with them)."""
 
     restored: Tensor
     bits_y: Tensor
@@ -92,6 +99,7 @@ class NetworkOutput:
     bpp_y: Tensor
     bpp_z: Tensor
     maps: list[dict[str, Tensor]] = field(default_factory=list)
+    flows: Tensor | None = None
 
 
 @dataclass
@@ -170,13 +178,18 @@ class VideoRestorationNet(nn.Module):
 
     # ------------------------------------------------------------------ one temporal step
     def _motion(
-        self, state: list[Tensor] | None, current: Tensor, neighbour: Tensor | None
+        self,
+        state: list[Tensor] | None,
+        current: Tensor,
+        neighbour: Tensor | None,
+        given: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """(flow, refined flow) towards ``neighbour``; zero when there is no state yet."""
+        """(flow, refined flow) towards ``neighbour``; zero when there is no state yet.
+        ``given``: a flow to use instead of the flow stage's estimate."""
         if state is None:
             flow = current.new_zeros(current.shape[0], 2, *current.shape[2:])
             return flow, flow
-        flow = self.flow(current, neighbour)
+        flow = self.flow(current, neighbour) if given is None else given.to(current.dtype)
         refined = flow if self.mv_refine is None else self.mv_refine(flow, current, neighbour)
         return flow, refined
 
@@ -264,10 +277,12 @@ class VideoRestorationNet(nn.Module):
         state: StreamState,
         backward: list[Tensor] | None = None,
         with_rate: bool = True,
+        given_flow: Tensor | None = None,
     ) -> tuple[Tensor, StreamState, _Purified, Tensor, Tensor]:
         """One forward step t (module docstring): (out_t, state after t, purified step, flow,
-        refined flow). ``backward``: Q_t of a bidirectional net; ``with_rate``: see _purify."""
-        flow, refined = self._motion(state.features, current, state.previous_lq)
+        refined flow). ``backward``: Q_t of a bidirectional net; ``with_rate``: see _purify;
+        ``given_flow``: v_t to use instead of the flow stage's."""
+        flow, refined = self._motion(state.features, current, state.previous_lq, given_flow)
         frame, encoded = self._encode(current, noise_map, state.previous_out, refined)
         purified = self._purify(state.features, refined, encoded, with_rate)
         temporal = [[p] for p in purified.features]
@@ -307,11 +322,30 @@ class VideoRestorationNet(nn.Module):
         return restored, new_state
 
     # ------------------------------------------------------------------ whole clip
+    def _check_given_flows(self, lq: Tensor, flows: Tensor | None) -> None:
+        """Errors unless ``flows`` is None or (B, T, 2, H, W) for ``lq`` of a forward net."""
+        if flows is None:
+            return
+        expected = (*lq.shape[:2], 2, *lq.shape[3:])
+        if not isinstance(flows, Tensor) or tuple(flows.shape) != expected:
+            got = tuple(flows.shape) if isinstance(flows, Tensor) else type(flows).__name__
+            raise ValueError(f"flows: expected shape {expected} (B, T, 2, H, W), got {got}")
+        if self.bidirectional:
+            raise ValueError(
+                "flows: given flows are forward flows only (towards frame t-1); a "
+                "bidirectional network estimates its own"
+            )
+
     def forward(
-        self, lq: Tensor, noise_level: Tensor | None = None, return_maps: bool = False
+        self,
+        lq: Tensor,
+        noise_level: Tensor | None = None,
+        return_maps: bool = False,
+        flows: Tensor | None = None,
     ) -> NetworkOutput:
         check_clip(lq)
         noise_map = self._noise_map(lq, noise_level)
+        self._check_given_flows(lq, flows)
         batch, num_frames, _, height, width = lq.shape
         keep_graph = torch.is_grad_enabled()
 
@@ -323,16 +357,22 @@ class VideoRestorationNet(nn.Module):
         restored_frames: list[Tensor] = []
         restored_out = None if keep_graph else torch.empty_like(lq)
         maps: list[dict[str, Tensor]] = []
+        refined_flows: list[Tensor] = []
         state = self.init_state()
         for t in range(num_frames):
             restored, state, step, flow, refined = self._forward_step(
-                lq[:, t], noise_map, state, None if backward is None else backward[t]
+                lq[:, t],
+                noise_map,
+                state,
+                None if backward is None else backward[t],
+                given_flow=None if flows is None else flows[:, t],
             )
             if backward is not None:
                 backward[t] = []
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             if restored_out is None:
                 restored_frames.append(restored)
+                refined_flows.append(refined)
             else:
                 restored_out[:, t] = restored
             if return_maps:
@@ -352,4 +392,5 @@ class VideoRestorationNet(nn.Module):
             bpp_y=bits_y / pixels,
             bpp_z=bits_z / pixels,
             maps=maps,
+            flows=torch.stack(refined_flows, dim=1) if keep_graph else None,
         )

@@ -75,6 +75,17 @@ def flow_warp(
     return out.to(x.dtype)
 
 
+def in_bounds_mask(flow: Tensor) -> Tensor:
+    """(B, 1, H, W) mask: 1 where ``p + flow[p]`` lies inside the image (no padded samples)."""
+    _, _, h, w = flow.shape
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
+    x = xs + flow[:, 0]
+    y = ys + flow[:, 1]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    return inside.unsqueeze(1).to(flow.dtype)
+
+
 def resize_flow(
     flow: Tensor,
     size: tuple[int, int],

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from lightning_modules.stages.warp import flow_warp, resize_flow
+from lightning_modules.stages.warp import flow_warp, in_bounds_mask, resize_flow
 from lightning_modules.tasks.finite_steps import STATE_KEY, FiniteStepGuard, check_finite_state
 from lightning_modules.tasks.losses import (
     census_loss,
@@ -50,17 +50,6 @@ from lightning_modules.tasks.lr_schedules import (
 
 PHOTOMETRIC_LOSSES = ("charbonnier", "census")
 SUPERVISIONS = ("synthetic", "photometric")
-
-
-def in_bounds_mask(flow: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) mask: 1 where ``p + flow[p]`` lies inside the image (no padded samples)."""
-    _, _, h, w = flow.shape
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
-    x = xs + flow[:, 0]
-    y = ys + flow[:, 1]
-    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    return inside.unsqueeze(1).to(flow.dtype)
 
 
 def resize_valid(valid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -9,6 +9,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from lightning_modules.stages.warp import flow_warp, in_bounds_mask
+
 
 def _check_same_shape(name: str, a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
@@ -165,3 +167,21 @@ def endpoint_error(
         raise ValueError(f"endpoint_error: eps must be >= 0, got {eps}")
     squared = ((flow.float() - target.float()) ** 2).sum(dim=1, keepdim=True)
     return _masked_mean(torch.sqrt(squared + eps * eps), valid, "endpoint_error")
+
+
+def clean_warp_loss(flows: torch.Tensor, gt: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Alignment loss of a clip's backward flows against its clean frames: the mean over
+    t = 1..T-1 of ``charbonnier(warp(gt_{t-1}, v_t), gt_t)`` on the pixels whose sample
+    ``p + v_t(p)`` lies in the frame. ``flows`` (B, T, 2, H, W; v_0 unused), ``gt``
+    (B, T, C, H, W). Only the flows get gradients (the frames are constants)."""
+    if flows.dim() != 5 or flows.shape[2] != 2 or flows.shape[:2] != gt.shape[:2]:
+        raise ValueError(
+            f"clean_warp_loss: flows must be (B, T, 2, H, W) for gt {tuple(gt.shape)}, got "
+            f"{tuple(flows.shape)}"
+        )
+    if gt.shape[1] < 2:
+        return flows.new_zeros((), dtype=torch.float32)
+    previous, current = gt[:, :-1].flatten(0, 1).detach(), gt[:, 1:].flatten(0, 1).detach()
+    flow = flows[:, 1:].flatten(0, 1).float()
+    warped = flow_warp(previous.float(), flow)
+    return charbonnier(warped, current.float(), eps, mask=in_bounds_mask(flow.detach()))

@@ -4,6 +4,10 @@
 ``noise_level`` is ``batch["sigma"]`` as a (B,) tensor in [0, 1] units on ``lq``'s device when
 the network takes a σ map (``net.noise_channel``), else None. Tasks and callbacks both call it,
 so every caller feeds the network the same way.
+
+``net(lq, noise_level, **flow_inputs(batch, net))``: ``{"flows": batch["flow"]}`` (B, T, 2, H, W;
+the data loader's flow on full frames, ``ClipDataset(flow_estimator=...)``), or ``{}`` when the
+batch has none, so networks without given-flow support are called as before.
 """
 
 from __future__ import annotations
@@ -31,3 +35,22 @@ def network_inputs(
         )
     noise_level = torch.as_tensor(batch["sigma"], dtype=lq.dtype, device=lq.device).reshape(-1)
     return lq, noise_level
+
+
+def flow_inputs(batch: dict[str, Any], net: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"flows": batch["flow"]}`` on ``batch["lq"]``'s device, or ``{}`` without one. Errors
+    when the network's flow stage has trainable weights: given flows would bypass (and never
+    train) it."""
+    flows = batch.get("flow")
+    if flows is None:
+        return {}
+    flow_stage = getattr(net, "flow", None)
+    trainable = [n for n, p in getattr(flow_stage, "named_parameters", list)() if p.requires_grad]
+    if trainable:
+        raise ValueError(
+            f"the batch carries flow from the data loader (data.flow_estimator) but the "
+            f"network's flow stage {type(flow_stage).__name__} has trainable weights "
+            f"({trainable[0]}, ...), which given flows would bypass; use it with a flow stage "
+            f"without weights (model/flow=dis) or set data.flow_estimator=null"
+        )
+    return {"flows": torch.as_tensor(flows).to(batch["lq"].device)}

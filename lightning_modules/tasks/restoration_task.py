@@ -22,13 +22,13 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from lightning_modules.tasks.finite_steps import STATE_KEY, FiniteStepGuard, check_finite_state
-from lightning_modules.tasks.losses import charbonnier
+from lightning_modules.tasks.losses import charbonnier, clean_warp_loss
 from lightning_modules.tasks.lr_schedules import (
     check_optimizer_arguments,
     configure_optimizer_and_scheduler,
 )
 from lightning_modules.tasks.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr
-from lightning_modules.tasks.network_inputs import network_inputs
+from lightning_modules.tasks.network_inputs import flow_inputs, network_inputs
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -74,7 +74,12 @@ class RestorationTask(pl.LightningModule):
         scheduler: a partial ``optimizer -> LR scheduler`` or None. A ``total_steps`` argument
             left None is filled from ``trainer.estimated_stepping_batches``
             (see ``lr_schedules.warmup_cosine``).
-        rate_weight: λ in ``loss = Charbonnier(restored, gt) + λ · bpp``.
+        rate_weight: λ in ``loss = Charbonnier(restored, gt) + λ · bpp + β · align``.
+        align_weight: β, the weight of the alignment loss ``losses.clean_warp_loss``: the
+            network's refined flows warping the clean frame t-1 onto the clean frame t. It
+            gives motion refinement (and a trainable flow stage) a motion target; the
+            restoration loss alone taught refinement to add motion that is not there (see
+            docs/ARCHITECTURE.md). Needs a network that returns ``out.flows``.
         rate_warmup_steps: λ ramps linearly from 0 to ``rate_weight`` over these optimizer steps
             (0: full λ at once). Validation and test losses always use the full λ.
         charbonnier_eps: ε of the Charbonnier distortion ``sqrt(d² + ε²)``.
@@ -96,6 +101,7 @@ class RestorationTask(pl.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         rate_weight: float = 0.01,
+        align_weight: float = 0.0,
         rate_warmup_steps: int = 0,
         charbonnier_eps: float = 1e-3,
         flow_lr_scale: float = 0.125,
@@ -110,6 +116,7 @@ class RestorationTask(pl.LightningModule):
         self.finite_steps = FiniteStepGuard(max_bad_steps, "RestorationTask")
         bounds = {  # name: (value, smallest allowed, whether the bound itself is allowed)
             "rate_weight": (rate_weight, 0, True),
+            "align_weight": (align_weight, 0, True),
             "rate_warmup_steps": (rate_warmup_steps, 0, True),
             "charbonnier_eps": (charbonnier_eps, 0, False),
             "flow_lr_scale": (flow_lr_scale, 0, True),
@@ -145,13 +152,19 @@ class RestorationTask(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- network
     def forward(
-        self, lq: torch.Tensor, noise_level: torch.Tensor | None = None, return_maps: bool = False
+        self,
+        lq: torch.Tensor,
+        noise_level: torch.Tensor | None = None,
+        return_maps: bool = False,
+        **flows: torch.Tensor,
     ) -> Any:
-        return self.net(lq, noise_level=noise_level, return_maps=return_maps)
+        """The network on a clip; ``flows``: ``flow_inputs`` of the batch (given flows)."""
+        return self.net(lq, noise_level=noise_level, return_maps=return_maps, **flows)
 
     def _run_net(self, batch: dict[str, Any], return_maps: bool = False) -> Any:
         lq, noise_level = network_inputs(batch, self.net)
-        return self(lq, noise_level=noise_level, return_maps=return_maps)
+        flows = flow_inputs(batch, self.net)
+        return self(lq, noise_level=noise_level, return_maps=return_maps, **flows)
 
     @staticmethod
     def _require_gt(batch: dict[str, Any], stage: str) -> torch.Tensor:
@@ -183,6 +196,10 @@ class RestorationTask(pl.LightningModule):
         rate_weight = self.rate_weight_at(self.global_step)
         bpp = _as_scalar(out.bpp, distortion)
         loss = distortion + rate_weight * bpp
+        align = None
+        if self.hparams.align_weight > 0 and getattr(out, "flows", None) is not None:
+            align = clean_warp_loss(out.flows, gt, self.hparams.charbonnier_eps)
+            loss = loss + self.hparams.align_weight * align
         self.finite_steps.observe_loss(loss)
         psnr = frame_psnr(out.restored, gt, self.hparams.metric_space, self.hparams.crop_border)
         values = {
@@ -194,6 +211,8 @@ class RestorationTask(pl.LightningModule):
             "psnr": psnr.mean(),
             "rate_weight": rate_weight,  # a float: Lightning puts it on the module device
         }
+        if align is not None:
+            values["align"] = align.detach()
         batch_size = gt.shape[0]
         for key, value in values.items():
             self.log(

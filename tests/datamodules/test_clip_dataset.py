@@ -288,3 +288,93 @@ def test_real_frames_clean_and_paired(shared_data):
     # Same crop on both: rainy and clean patches match (median ~0.98 measured on a1, while
     # a crop misaligned by 4 pixels drops to ~0.6).
     assert torch.stack(correlations).mean() > 0.85
+
+
+class _FirstChannels:
+    """A flow 'estimator' whose flow is the reference frame's first two channels, so an item's
+    flow shows which frame, crop and flips it went through; records the sizes it saw."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def __call__(self, ref, supp):
+        assert ref.shape == supp.shape
+        self.sizes.append(tuple(ref.shape))
+        return ref[:, :2].clone()
+
+
+@pytest.mark.parametrize(("hflip_draws", "margin"), [(False, None), (True, None), (True, 2)])
+def test_flow_is_estimated_on_the_degraded_context_then_cropped_with_it(hflip_draws, margin):
+    estimator = _FirstChannels()
+    dataset = ClipDataset(
+        [_clean(frames=8, size=(16, 20))],
+        clip_len=4,
+        patch_size=8,
+        degradation=GaussianNoise(sigma_range=(20 / 255, 20 / 255)),
+        flip=hflip_draws,
+        flow_estimator=estimator,
+        flow_margin=margin,
+    )
+    for index in range(len(dataset)):
+        item = dataset[(index, 3)]
+        assert item["flow"].shape == (4, 2, 8, 8) and item["flow"].dtype == torch.float32
+        assert torch.equal(item["flow"][0], torch.zeros(2, 8, 8))  # no previous frame
+        # The flow was estimated on the degraded frames, then cropped (and flipped) with them.
+        lq = item["lq"][1:, :2]
+        flipped = not torch.allclose(item["flow"][1:, 0], lq[:, 0])
+        assert flipped <= hflip_draws
+        sign = torch.tensor([-1.0 if flipped else 1.0, 1.0]).view(1, 2, 1, 1)
+        torch.testing.assert_close(item["flow"][1:], lq * sign)
+    if margin is None:
+        assert set(estimator.sizes) == {(3, 3, 16, 20)}  # 3 pairs of full frames per clip
+    else:  # the 8x8 crop grown by 2 pixels, less where the frame ends
+        assert all(10 <= h <= 12 and 10 <= w <= 12 for *_, h, w in estimator.sizes)
+        assert (3, 3, 12, 12) in estimator.sizes
+
+
+def test_without_a_flow_estimator_items_are_unchanged():
+    make = lambda **kw: ClipDataset(  # noqa: E731
+        [_clean(frames=6)], clip_len=3, patch_size=8, degradation=GaussianNoise(), **kw
+    )
+    plain, with_flow = make()[(2, 5)], make(flow_estimator=_FirstChannels())[(2, 5)]
+    assert "flow" not in plain
+    assert torch.equal(plain["gt"], with_flow["gt"])
+    assert plain["sigma"] == with_flow["sigma"]  # the same draws, in another order for the noise
+
+
+def test_flow_estimator_must_be_callable_and_its_margin_an_int():
+    with pytest.raises(TypeError, match="flow_estimator must be callable"):
+        ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), flow_estimator="dis")
+    with pytest.raises(ValueError, match="flow_margin must be an int >= 0 or None, got -1"):
+        ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), flow_margin=-1)
+
+
+def test_flow_with_context_aligns_real_crops_better_than_flow_on_the_crop(shared_data):
+    """On the shared DAVIS frames at σ = 30, DIS flow estimated with 64 pixels of context and
+    cropped warps the clean crops 1.2x+ closer than DIS run on the 96-pixel crop alone
+    (measured 0.39 vs 0.51 of zero flow's warp error)."""
+    from datamodules.datasets.davis import scan_davis
+    from lightning_modules.stages.dis_flow import DISFlow
+    from lightning_modules.stages.warp import flow_warp
+
+    dis = DISFlow()
+    dataset = ClipDataset(
+        scan_davis(shared_data / "davis2017_480p", split=None),
+        clip_len=5,
+        patch_size=96,
+        degradation=GaussianNoise(fixed_sigma=30 / 255),
+        flow_estimator=dis,
+    )
+    errors = {"full": 0.0, "crop": 0.0, "zero": 0.0}
+    for index in range(0, len(dataset), max(1, len(dataset) // 16)):
+        item = dataset[(index, 0)]
+        gt, lq = item["gt"], item["lq"]
+        crop_flow = dis(lq[1:], lq[:-1])
+        for name, flow in (
+            ("full", item["flow"][1:]),
+            ("crop", crop_flow),
+            ("zero", 0 * crop_flow),
+        ):
+            errors[name] += (flow_warp(gt[:-1], flow) - gt[1:]).abs().mean().item()
+    assert errors["full"] < 0.5 * errors["zero"]
+    assert errors["full"] * 1.2 < errors["crop"]

@@ -6,6 +6,7 @@ import torch
 from datamodules.clip_transforms import (
     SpatialParams,
     apply_spatial,
+    apply_spatial_flow,
     as_patch_size,
     centre_spatial_params,
     check_clip,
@@ -117,3 +118,33 @@ def test_check_clip_rejects_bad_input():
         check_clip(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "lq")
     with pytest.raises(TypeError, match="torch.Tensor"):
         check_clip([1, 2], "lq")
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+@pytest.mark.parametrize("vflip", [False, True])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_transformed_flow_warps_the_transformed_frames(hflip, vflip, transpose):
+    """Warping commutes with the transform: T(warp(x, v)) == warp(T(x), T_flow(v)), exactly for
+    an integer translation (border padding is symmetric under flips)."""
+    from lightning_modules.stages.warp import flow_warp
+
+    frames = torch.rand(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
+    flow = torch.zeros(2, 2, 10, 10)
+    flow[:, 0], flow[:, 1] = 2.0, -1.0
+    params = SpatialParams(0, 0, 10, 10, hflip=hflip, vflip=vflip, transpose=transpose)
+    moved = flow_warp(apply_spatial(frames, params), apply_spatial_flow(flow, params))
+    torch.testing.assert_close(moved, apply_spatial(flow_warp(frames, flow), params))
+
+
+def test_transformed_flow_is_cropped_like_the_frames():
+    flow = torch.stack([_coded_clip(1)[0, 0], -_coded_clip(1)[0, 0]])[None]  # (1, 2, 6, 8)
+    crop = apply_spatial_flow(flow, SpatialParams(top=1, left=2, height=4, width=4))
+    assert torch.equal(crop, flow[..., 1:5, 2:6])
+    flipped = apply_spatial_flow(flow, SpatialParams(1, 2, 4, 4, hflip=True, transpose=True))
+    expected = torch.stack([flow[0, 1], -flow[0, 0]])[None][..., 1:5, 2:6].flip(-1)
+    assert torch.equal(flipped, expected.transpose(-1, -2))
+
+
+def test_transformed_flow_needs_two_channels():
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2, H, W\)"):
+        apply_spatial_flow(torch.zeros(1, 3, 4, 4), SpatialParams(0, 0, 4, 4))

@@ -256,3 +256,38 @@ def test_the_blend_restores_the_current_frame_averaged_with_the_aligned_past():
             expected, _ = net.blend(lq[:, t], out.restored[:, t - 1], sigma())
             torch.testing.assert_close(frames[t], expected)
             assert not torch.equal(frames[t], lq[:, t])
+
+
+class _ReturnsGiven(torch.nn.Module):
+    """A flow stage returning preset flows one call after another."""
+
+    def __init__(self, flows):
+        super().__init__()
+        self.flows = list(flows)
+
+    def forward(self, current, neighbour):
+        return self.flows.pop(0)
+
+
+def test_given_flows_replace_the_flow_stage():
+    """net(lq, σ, flows=v) equals the same net whose flow stage returns v_1, v_2, ..."""
+    net = tiny("no_codec").eval()  # at init a codec's eval rounding hides its input
+    flows = 3.0 * torch.randn(B, T, 2, H, W, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        given = net(clip(), sigma(), flows=flows)
+        net.flow = _ReturnsGiven(flows[:, t] for t in range(1, T))
+        estimated = net(clip(), sigma())
+        net.flow = _ReturnsGiven([torch.zeros(B, 2, H, W)] * (T - 1))
+        unmoved = net(clip(), sigma())
+    torch.testing.assert_close(given.restored, estimated.restored)
+    assert not torch.allclose(given.restored[:, 1:], unmoved.restored[:, 1:])
+    torch.testing.assert_close(given.restored[:, 0], unmoved.restored[:, 0])  # v_0 is ignored
+
+
+def test_given_flows_bad_shape_or_bidirectional_net():
+    with pytest.raises(ValueError, match=r"flows: expected shape \(1, 3, 2, 32, 48\)"):
+        tiny("no_codec")(clip(), sigma(), flows=torch.zeros(B, T, 2, H, W + 1))
+    with pytest.raises(ValueError, match="bidirectional network estimates its own"):
+        tiny("no_codec", "model.bidirectional=true")(
+            clip(), sigma(), flows=torch.zeros(B, T, 2, H, W)
+        )

@@ -13,7 +13,8 @@ from skimage import data
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_modules.tasks.flow_pretrain_task import FlowPretrainTask, in_bounds_mask
+from lightning_modules.stages.warp import in_bounds_mask
+from lightning_modules.tasks.flow_pretrain_task import FlowPretrainTask
 from tests.lightning_helpers import one_intra_op_thread, tiny_trainer  # noqa: F401 (autouse)
 
 SHIFT = 2  # pixels per frame: frame_t(p) = frame_{t-1}(p + (SHIFT, 0)), backward flow = +SHIFT

@@ -9,6 +9,7 @@ from skimage import data
 from lightning_modules.tasks.losses import (
     census_loss,
     charbonnier,
+    clean_warp_loss,
     edge_aware_smoothness,
     endpoint_error,
 )
@@ -137,3 +138,33 @@ def test_endpoint_error_known_values_mask_and_eps():
     assert torch.isfinite(flow.grad).all()
     with pytest.raises(ValueError, match="eps must be >= 0"):
         endpoint_error(flow, target, eps=-1)
+
+
+def _shifted_clip(shift_x=2, frames=3, size=12):
+    """Clip whose frame t is frame 0 moved right by t·shift_x pixels (circularly)."""
+    base = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    return torch.stack([base.roll(t * shift_x, dims=-1) for t in range(frames)], dim=1)
+
+
+def test_clean_warp_loss_is_eps_for_the_true_flow_and_larger_without_it():
+    gt = _shifted_clip()
+    true = torch.zeros(1, 3, 2, 12, 12)
+    true[:, :, 0] = -2.0  # backward flow: gt_t(p) = gt_{t-1}(p - 2 x)
+    assert clean_warp_loss(true, gt).item() == pytest.approx(1e-3, abs=1e-6)
+    assert clean_warp_loss(torch.zeros_like(true), gt).item() > 0.1
+    assert clean_warp_loss(true[:, :1], gt[:, :1]).item() == 0.0  # one frame: nothing to align
+
+
+def test_clean_warp_loss_gives_the_flows_a_gradient_towards_the_motion():
+    gt = _shifted_clip()
+    flows = torch.zeros(1, 3, 2, 12, 12)
+    flows[:, :, 0] = -1.5
+    flows.requires_grad_(True)
+    clean_warp_loss(flows, gt).backward()
+    assert flows.grad[:, 0].abs().sum() == 0  # v_0 is not used
+    assert flows.grad[:, 1:, 0].sum() > 0  # x flow should move towards -2
+
+
+def test_clean_warp_loss_bad_shapes():
+    with pytest.raises(ValueError, match=r"flows must be \(B, T, 2, H, W\)"):
+        clean_warp_loss(torch.zeros(1, 3, 3, 12, 12), _shifted_clip())

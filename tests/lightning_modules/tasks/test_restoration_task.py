@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from callbacks.validation_visuals import clip_visuals
 from lightning_modules.stages.network import NetworkOutput
+from lightning_modules.tasks.losses import clean_warp_loss
 from lightning_modules.tasks.lr_schedules import warmup_cosine
 from lightning_modules.tasks.metrics import frame_psnr_ssim
 from lightning_modules.tasks.restoration_task import RestorationTask
@@ -363,3 +364,45 @@ def test_an_untrained_learnable_flow_stage_is_detected():
     assert not flow_is_untrained(spynet)
     assert not flow_is_untrained(ZeroFlow())  # the deliberate ablation: no warning
     assert not flow_is_untrained(None)
+
+
+def test_flow_from_the_batch_reaches_the_network():
+    """A batch's "flow" (the loader's full-frame flow) is what the network aligns with."""
+    net = tiny_network("no_codec", ["model.restoration.num_blocks=[1,1,1]"]).eval()
+    task = RestorationTask(net, _adam(), rate_weight=0.0)
+    batch = {"lq": torch.rand(1, 3, 3, 16, 16), "sigma": torch.tensor([0.1])}
+    flows = 2.0 * torch.randn(1, 3, 2, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        restored = task._run_net({**batch, "flow": flows}).restored
+        expected = net(batch["lq"], batch["sigma"], flows=flows).restored
+        own = task._run_net(batch).restored
+    torch.testing.assert_close(restored, expected)
+    assert not torch.allclose(restored[:, 1:], own[:, 1:])
+
+
+def test_flow_from_the_batch_with_a_trainable_flow_stage_is_refused():
+    task = RestorationTask(StandInNet(), _adam(), rate_weight=0.0)
+    batch = {**ClipSet()[0], "flow": torch.zeros(3, 2, 16, 16)}
+    batch = {k: v[None] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    with pytest.raises(ValueError, match=r"flow stage Conv2d has trainable weights \(weight"):
+        task._run_net(batch)
+
+
+def test_alignment_loss_is_added_and_trains_motion_refinement(tmp_path):
+    """loss = distortion + λ·bpp + β·clean_warp_loss(out.flows, gt); its gradient reaches the
+    motion refinement, which the restoration loss alone barely steers."""
+    torch.manual_seed(0)
+    net = tiny_network("no_codec", ["model.restoration.num_blocks=[1,1,1]", "model/flow=zero"])
+    task = RestorationTask(net, _adam(), rate_weight=0.0, align_weight=2.0)
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, DataLoader(ClipSet(count=1, size=32), batch_size=1))
+    metrics = trainer.callback_metrics
+    assert metrics["train/align"].item() > 0.05  # zero flow between random frames
+    assert metrics["train/loss"].item() == pytest.approx(
+        metrics["train/distortion"].item() + 2.0 * metrics["train/align"].item(), rel=1e-5
+    )
+    batch = {k: v[None] for k, v in ClipSet(count=1, size=32)[0].items() if k != "name"}
+    out = task._run_net(batch)
+    refine = net.mv_refine.to_residual.weight
+    (align_grad,) = torch.autograd.grad(clean_warp_loss(out.flows, batch["gt"]), refine)
+    assert align_grad.abs().sum() > 0
