@@ -240,7 +240,8 @@ class VideoRestorationNet(nn.Module):
         zero = refined.new_zeros(())
         if self.codec is None:
             return _Purified(list(aligned), zero, zero, {}, aligned[2])
-        coded = self.codec(aligned, encoded[2], with_rate=with_rate)
+        context = encoded[2] if getattr(self.codec, "context_channels", 1) else None
+        coded = self.codec(aligned, context, with_rate=with_rate)
         return _Purified(list(coded.features), coded.bits_y, coded.bits_z, coded.maps, aligned[2])
 
     def _backward_features(

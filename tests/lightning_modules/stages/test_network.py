@@ -43,6 +43,7 @@ GRADIENT_CASES = [
     ("adaptive_q", ["model/mv_refine=none", "model/fusion=concat"]),
     ("adaptive_q", ["model.bidirectional=true"]),
     ("fixed_q", [NO_NOISE_INPUT, "model.codec.likelihood=laplace"]),
+    ("adaptive_q", ["model.codec.context_channels=0"]),  # μ, σ, q from ẑ alone
 ]
 
 
