@@ -30,7 +30,7 @@ grow with T (the bidirectional mode must keep T backward features).
 
 Given flows: ``net(lq, noise_level, flows=v)`` with v (B, T, 2, H, W) uses v_t in place of the
 flow stage's estimate (v_0 is ignored; motion refinement still applies), e.g. flow the data
-loader estimated on full frames before cropping (``ClipDataset(flow_estimator=...)``).
+loader estimated on the crop grown by a margin of context (``ClipDataset(flow_estimator=...)``).
 Forward-recurrent nets only.
 
 Streaming (forward-recurrent nets): ``state = net.init_state()``, then per frame
