@@ -131,9 +131,7 @@ def apply_spatial_flow(flow: torch.Tensor, params: SpatialParams) -> torch.Tenso
         [-1.0 if params.hflip else 1.0, -1.0 if params.vflip else 1.0], dtype=out.dtype
     )
     out = out * sign.view(2, 1, 1)
-    if params.transpose:
-        out = out.flip(-3)
-    return out.contiguous()
+    return out.flip(-3) if params.transpose else out
 
 
 def window_span(clip_len: int, stride: int) -> int:

@@ -332,14 +332,15 @@ def test_flow_is_estimated_on_the_degraded_context_then_cropped_with_it(hflip_dr
         assert (3, 3, 12, 12) in estimator.sizes
 
 
-def test_without_a_flow_estimator_items_are_unchanged():
+def test_a_flow_estimator_keeps_the_crop_and_sigma_draws():
     make = lambda **kw: ClipDataset(  # noqa: E731
         [_clean(frames=6)], clip_len=3, patch_size=8, degradation=GaussianNoise(), **kw
     )
     plain, with_flow = make()[(2, 5)], make(flow_estimator=_FirstChannels())[(2, 5)]
     assert "flow" not in plain
     assert torch.equal(plain["gt"], with_flow["gt"])
-    assert plain["sigma"] == with_flow["sigma"]  # the same draws, in another order for the noise
+    assert plain["sigma"] == with_flow["sigma"]  # same σ; the noise is drawn on a larger window
+    assert not torch.equal(plain["lq"], with_flow["lq"])
 
 
 def test_flow_estimator_must_be_callable_and_its_margin_an_int():
