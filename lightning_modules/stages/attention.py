@@ -11,11 +11,25 @@ Contract (one scale): ``fusion(current, temporal) -> fused``, with ``current`` (
     fused = Conv1x1(w * x)                                    # back to C channels
 
 :class:`ConcatFusion` is the ablation without attention: ``fused = Conv1x1([current, temporal])``.
+
+Without autograd the attention fusion runs the same formula without building ``x``: the 1x1
+projection is linear and each gate g_i is one scalar per pixel, so with P = [P_0, P_1..n]
+split by input block,
+
+    fused = (P_0·w_0) current + Σ_i g_i ⊙ ((P_i·w_i) temporal_i) + b,
+    avgpool(g_i ⊙ temporal_i) = temporal_i · g_i / (h·w)      (a matrix-vector product)
+
+and the 3x3 gate conv (a single output map per temporal input, which oneDNN runs at a few
+GFLOP/s) becomes one 1x1 conv per input block to the 9 taps, then a sum of the 9 shifted tap
+maps: conv3x3(x)[p] = Σ_k (W_k x)[p + δ_k]. This skips the concatenations and the broadcast
+products at full resolution, which the CPU profile showed costing several times the fusion's
+FLOPs (issue 9); the output equals the autograd path up to float rounding (tested).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.stages.squeeze_excite import squeeze_excite_gate
@@ -38,6 +52,21 @@ def _check_inputs(current: torch.Tensor, temporal: list[torch.Tensor], channels:
             )
 
 
+def _per_sample_1x1(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution whose (C_out, C_in) kernel differs per sample: kernel (B, C_out, C_in),
+    x (B, C_in, h, w). One conv2d for B = 1 (the streaming case), a grouped conv otherwise."""
+    batch, c_in, height, width = x.shape
+    c_out = kernel.shape[1]
+    if batch == 1:
+        return F.conv2d(x, kernel[0, :, :, None, None])
+    grouped = F.conv2d(
+        x.reshape(1, batch * c_in, height, width),
+        kernel.reshape(batch * c_out, c_in, 1, 1),
+        groups=batch,
+    )
+    return grouped.view(batch, c_out, height, width)
+
+
 class TemporalAttentionFusion(nn.Module):
     """Spatial gate per temporal map + squeeze-excite channel attention + 1x1 projection."""
 
@@ -58,13 +87,53 @@ class TemporalAttentionFusion(nn.Module):
     def gate(self, current: torch.Tensor, temporal: list[torch.Tensor]) -> torch.Tensor:
         """Per-pixel trust in each temporal map: (B, num_temporal, h, w), values in [0, 1]."""
         _check_inputs(current, temporal, self.channels, self.num_temporal)
+        if not torch.is_grad_enabled():
+            return torch.sigmoid(self._gate_logits_by_taps([current, *temporal]))
         return torch.sigmoid(self.spatial_gate(torch.cat([current, *temporal], dim=1)))
+
+    def _gate_logits_by_taps(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """``spatial_gate(cat(blocks))`` as 1x1 convs to the 9 taps and a shifted sum."""
+        n = self.num_temporal
+        height, width = blocks[0].shape[2:]
+        # (n, C_in, 3, 3) -> (9·n, C_in, 1, 1), tap-major: rows k·n .. k·n+n-1 are tap k
+        taps_weight = self.spatial_gate.weight.permute(2, 3, 0, 1).reshape(9 * n, -1, 1, 1)
+        taps = None
+        for i, block in enumerate(blocks):
+            part = F.conv2d(block, taps_weight[:, i * self.channels : (i + 1) * self.channels])
+            taps = part if taps is None else taps + part
+        padded = F.pad(taps.contiguous(), (1, 1, 1, 1))
+        logits = self.spatial_gate.bias.view(1, n, 1, 1)
+        for k in range(9):
+            dy, dx = divmod(k, 3)
+            logits = logits + padded[:, k * n : (k + 1) * n, dy : dy + height, dx : dx + width]
+        return logits
 
     def forward(self, current: torch.Tensor, temporal: list[torch.Tensor]) -> torch.Tensor:
         gates = self.gate(current, temporal)
+        if not torch.is_grad_enabled():
+            return self._fused_inference(current, temporal, gates)
         gated = [t * gates[:, i : i + 1] for i, t in enumerate(temporal)]
         x = torch.cat([current, *gated], dim=1)
         return self.project(x * self.channel_gate(x))
+
+    def _fused_inference(
+        self, current: torch.Tensor, temporal: list[torch.Tensor], gates: torch.Tensor
+    ) -> torch.Tensor:
+        """``forward`` without the concatenated, gated ``x`` (module docstring)."""
+        batch, channels = current.shape[:2]
+        pixels = current.shape[2] * current.shape[3]
+        pooled = [current.mean(dim=(2, 3))]
+        for i, t in enumerate(temporal):
+            pooled.append(torch.einsum("bchw,bhw->bc", t, gates[:, i]) / pixels)
+        _, squeeze, relu, excite, sigmoid = self.channel_gate
+        weights = sigmoid(excite(relu(squeeze(torch.cat(pooled, 1)[:, :, None, None]))))
+        weights = weights.view(batch, 1, -1)  # (B, 1, C·(1+n)) over the projection's inputs
+        kernel = self.project.weight.view(1, channels, -1) * weights  # (B, C, C·(1+n))
+        blocks = kernel.split(channels, dim=2)
+        fused = _per_sample_1x1(current, blocks[0]) + self.project.bias.view(1, -1, 1, 1)
+        for i, t in enumerate(temporal):
+            fused = fused + gates[:, i : i + 1] * _per_sample_1x1(t, blocks[i + 1])
+        return fused
 
 
 class ConcatFusion(nn.Module):

@@ -50,6 +50,32 @@ def test_open_gate_equals_hand_computed_channel_attention():
     torch.testing.assert_close(fusion(cur, temporal), expected)
 
 
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_path_equals_the_autograd_formula(n, batch, channels_last):
+    """Without autograd the fusion skips the concatenations (taps + shifted sum for the gate,
+    the channel weights folded into the projection); the result must be the same formula."""
+    cur, temporal = _inputs(b=batch, h=9, w=13, n=n)
+    fusion = TemporalAttentionFusion(8, num_temporal=n)
+    with torch.no_grad():
+        fusion.spatial_gate.bias.fill_(0.3)
+        fusion.project.bias.normal_()
+    expected_gate = fusion.gate(cur, temporal)  # autograd on: the plain formula
+    expected = fusion(cur, temporal)
+    assert expected.requires_grad
+    if channels_last:
+        fusion = fusion.to(memory_format=torch.channels_last)
+        cur = cur.to(memory_format=torch.channels_last)
+        temporal = [t.to(memory_format=torch.channels_last) for t in temporal]
+    with torch.no_grad():
+        gate = fusion.gate(cur, temporal)
+        fast = fusion(cur, temporal)
+    torch.testing.assert_close(gate, expected_gate, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast, expected.detach(), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(gate[..., 0, :], gate[..., 1, :])  # the borders are not trivial
+
+
 def test_concat_fusion_is_a_1x1_conv_of_the_concatenation():
     cur, temporal = _inputs(n=2)
     fusion = ConcatFusion(8, num_temporal=2)
