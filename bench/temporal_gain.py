@@ -13,7 +13,9 @@ at σ = 30 (the ``val/temporal_gain_db`` it logs), for ``--minutes`` of training
 - ``no_codec_flow``:  ``model=no_codec`` with the flow stage of ``--flow``;
 - ``adaptive_q_flow``: ``model=adaptive_q`` with the flow stage of ``--flow``;
 - ``no_codec_flow_blend`` / ``adaptive_q_flow_blend``: the same with the motion-compensated
-  recursive blend (``model/blend=recursive``), not run unless named.
+  recursive blend (``model/blend=recursive``), not run unless named;
+- ``no_codec_flow_previous`` / ``adaptive_q_flow_previous``: the same with the aligned previous
+  degraded frame as an encoder input (``model.previous_input=true``), not run unless named.
 
 ``--overrides`` adds train.py overrides to every configuration (e.g.
 ``model.blend.detector=mean_abs``). ``--max-steps N`` also stops each configuration at N steps:
@@ -62,6 +64,8 @@ CONFIGS = {
     "adaptive_q_flow": ["model=adaptive_q"],
     "no_codec_flow_blend": ["model=no_codec", "model/blend=recursive"],
     "adaptive_q_flow_blend": ["model=adaptive_q", "model/blend=recursive"],
+    "no_codec_flow_previous": ["model=no_codec", "model.previous_input=true"],
+    "adaptive_q_flow_previous": ["model=adaptive_q", "model.previous_input=true"],
 }
 DEFAULT_CONFIGS = ["no_codec_zero", "no_codec_flow", "adaptive_q_flow"]
 

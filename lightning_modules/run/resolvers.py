@@ -3,8 +3,8 @@
 - ``${eq:a,b}``: a == b (e.g. the noise-map input follows ``data.task == denoise``);
 - ``${int:x}``: int(x) (booleans to 0/1 channel counts);
 - ``${channel_pyramid:N}``: [N/4, N/2, N], the feature channels of scales 1, 1/2, 1/4;
-- ``${extra_inputs:noise_channel,guide_frame,blend}``: channels the U-Net reads beside the
-  frame (1 for the σ map, 3 for the aligned previous restored frame, 1 for the blend weight);
+- ``${extra_inputs:noise_channel,guide_frame,blend,previous_input}``: channels the U-Net reads
+  beside the frame (``network.extra_input_channels``);
 - ``${wandb_offline:}``: offline unless the user is logged in or set WANDB_MODE=online;
 - ``${task_of:degradation}``: the task a synthetic degradation makes (noise -> denoise, ...).
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from datamodules.degradations import TASK_OF_DEGRADATION
+from lightning_modules.stages.network import extra_input_channels
 
 
 def wandb_offline() -> bool:
@@ -60,8 +61,8 @@ def register_resolvers() -> None:
         # a ListConfig, not a list: OmegaConf.resolve() cannot store a plain list in a value node
         "channel_pyramid": lambda n: OmegaConf.create(channel_pyramid(n)),
         "wandb_offline": wandb_offline,
-        "extra_inputs": lambda noise, guide, blend: (
-            int(bool(noise)) + 3 * int(bool(guide)) + int(blend is not None)
+        "extra_inputs": lambda noise, guide, blend, previous: extra_input_channels(
+            bool(noise), bool(guide), blend is not None, bool(previous)
         ),
     }
     for name, fn in resolvers.items():

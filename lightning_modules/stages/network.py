@@ -7,8 +7,9 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
     v_t     = flow(lq_t, lq_{t-1})                 (zero at t = 0)
     v̂_t     = mv_refine(v_t, lq_t, lq_{t-1})        (optional)
     G_t     = warp(out_{t-1}, v̂_t)                  (guide_frame / blend; zeros at t = 0)
+    N_t, m_t = warp(lq_{t-1}, v̂_t)·m_t, in_bounds(v̂_t)  (previous_input; zeros at t = 0)
     x̃_t, α_t = blend(lq_t, G_t, σ)                 (optional; lq_t and 0 at t = 0)
-    E_t     = restoration.encode(x̃_t, [σ map, G_t, α_t])
+    E_t     = restoration.encode(x̃_t, [σ map, G_t, N_t, m_t, α_t])
     A_t     = alignment(S_{t-1}, v̂_t)               warped state, 3 scales
     P_t     = codec(A_t, context=E_t[2])            purified features + bits (optional)
     F_t[s]  = fusion[s](E_t[s], [P_t[s]])           attention (or plain concat) per scale
@@ -17,7 +18,11 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
 With ``guide_frame`` the previous restored frame, aligned, joins the encoder's input (3 more
 channels after the σ map), and with ``blend`` (``temporal_blend.TemporalBlend``) it is averaged
 into the frame to restore where it agrees with it: clean pixel-level evidence of the current
-frame, next to the feature-level state the codec purifies.
+frame, next to the feature-level state the codec purifies. With ``previous_input`` the previous
+*degraded* frame, aligned, joins the encoder's input with its in-bounds mask (4 channels): its
+noise is independent of the current frame's, so the U-Net can average the two where they agree
+(what multi-frame denoisers such as FastDVDnet learn from), and the mask is 0 where the warp read
+outside the frame and at t = 0.
 
 Bidirectional: a backward recurrence (t = T-1 .. 0, flow towards lq_{t+1}, its own fusion,
 shared stages, its own guide frames) first gives purified backward features Q_t; the forward
@@ -48,7 +53,7 @@ from torch import Tensor, nn
 
 from lightning_modules.stages.attention import TemporalAttentionFusion
 from lightning_modules.stages.restoration import RestorationUNet
-from lightning_modules.stages.warp import flow_warp
+from lightning_modules.stages.warp import flow_warp, in_bounds_mask
 
 # fusion(channels, num_temporal) -> module fusing current features with temporal ones per scale
 FusionFactory = Callable[..., nn.Module]
@@ -84,6 +89,14 @@ def noise_map(lq: Tensor, noise_level: Tensor | None, noise_channel: bool) -> Te
         raise ValueError(f"noise_level: expected a tensor of shape ({batch},), got {got}")
     level = noise_level.to(device=lq.device, dtype=lq.dtype)
     return level.view(batch, 1, 1, 1).expand(batch, 1, height, width)
+
+
+def extra_input_channels(
+    noise_channel: bool, guide_frame: bool, blend: bool, previous_input: bool
+) -> int:
+    """Channels the U-Net reads beside the frame: 1 for the σ map, 3 for the aligned previous
+    output, 4 for the aligned previous input and its mask, 1 for the blend weight."""
+    return int(noise_channel) + 3 * int(guide_frame) + 4 * int(previous_input) + int(blend)
 
 
 @dataclass
@@ -124,6 +137,18 @@ class StreamState:
     previous_lq: Tensor | None = None
 
 
+def aligned_previous_input(
+    current: Tensor, previous_lq: Tensor | None, flow: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(warp(previous_lq, flow)·m, m), m = in_bounds(flow) (B, 1, H, W): the previous degraded
+    frame brought onto ``current``, 0 where the warp reads outside the frame; zeros when there is
+    no previous frame."""
+    if previous_lq is None:
+        return torch.zeros_like(current), current.new_zeros(current.shape[0], 1, *current.shape[2:])
+    mask = in_bounds_mask(flow).to(current.dtype)
+    return flow_warp(previous_lq, flow) * mask, mask
+
+
 class VideoRestorationNet(nn.Module):
     """Recurrent video restoration from swappable stages; see the module docstring.
 
@@ -144,14 +169,18 @@ class VideoRestorationNet(nn.Module):
         noise_channel: bool = True,
         guide_frame: bool = False,
         blend: nn.Module | None = None,
+        previous_input: bool = False,
     ):
         super().__init__()
-        expected_extra = int(noise_channel) + 3 * int(guide_frame) + int(blend is not None)
+        expected_extra = extra_input_channels(
+            noise_channel, guide_frame, blend is not None, previous_input
+        )
         if getattr(restoration, "extra_channels", None) != expected_extra:
             raise ValueError(
-                f"restoration: noise_channel={noise_channel}, guide_frame={guide_frame} and "
-                f"blend={blend is not None} need a U-Net with extra_channels={expected_extra}, "
-                f"got {getattr(restoration, 'extra_channels', None)}"
+                f"restoration: noise_channel={noise_channel}, guide_frame={guide_frame}, "
+                f"blend={blend is not None} and previous_input={previous_input} need a U-Net "
+                f"with extra_channels={expected_extra}, got "
+                f"{getattr(restoration, 'extra_channels', None)}"
             )
         self.flow = flow
         self.mv_refine = mv_refine
@@ -162,6 +191,7 @@ class VideoRestorationNet(nn.Module):
         self.noise_channel = noise_channel
         self.guide_frame = guide_frame
         self.blend = blend
+        self.previous_input = previous_input
         num_temporal = 2 if bidirectional else 1
         self.fusion = nn.ModuleList(
             fusion(channels=c, num_temporal=num_temporal) for c in restoration.channels
@@ -199,10 +229,12 @@ class VideoRestorationNet(nn.Module):
         noise_map: Tensor | None,
         previous_out: Tensor | None,
         refined: Tensor,
+        previous_lq: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """(the frame the U-Net restores, E_t): ``current``, or its blend with the aligned
-        previous output G_t (``blend``); E_t from it, the σ map, G_t (``guide_frame``) and the
-        blend weight α (``blend``; 0 without a past)."""
+        previous output G_t (``blend``); E_t from it, the σ map, G_t (``guide_frame``), the
+        aligned previous input and its in-bounds mask (``previous_input``) and the blend
+        weight α (``blend``); the temporal inputs are 0 without a past."""
         needs_guide = self.guide_frame or self.blend is not None
         guide = None
         if needs_guide:
@@ -215,6 +247,8 @@ class VideoRestorationNet(nn.Module):
         extra = [] if noise_map is None else [noise_map]
         if self.guide_frame:
             extra.append(guide)
+        if self.previous_input:
+            extra.extend(aligned_previous_input(current, previous_lq, refined))
         if self.blend is not None:
             weight = current.new_zeros(current.shape[0], 1, *current.shape[2:])
             if previous_out is not None:
@@ -256,7 +290,7 @@ class VideoRestorationNet(nn.Module):
             current = lq[:, t]
             neighbour = lq[:, t + 1] if t + 1 < num_frames else None
             _, refined = self._motion(state, current, neighbour)
-            frame, encoded = self._encode(current, noise_map, previous_out, refined)
+            frame, encoded = self._encode(current, noise_map, previous_out, refined, neighbour)
             step = self._purify(state, refined, encoded)
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             purified_backward[t] = step.features
@@ -284,7 +318,9 @@ class VideoRestorationNet(nn.Module):
         refined flow). ``backward``: Q_t of a bidirectional net; ``with_rate``: see _purify;
         ``given_flow``: v_t to use instead of the flow stage's."""
         flow, refined = self._motion(state.features, current, state.previous_lq, given_flow)
-        frame, encoded = self._encode(current, noise_map, state.previous_out, refined)
+        frame, encoded = self._encode(
+            current, noise_map, state.previous_out, refined, state.previous_lq
+        )
         purified = self._purify(state.features, refined, encoded, with_rate)
         temporal = [[p] for p in purified.features]
         if backward is not None:

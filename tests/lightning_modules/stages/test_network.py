@@ -44,6 +44,8 @@ GRADIENT_CASES = [
     ("adaptive_q", ["model.bidirectional=true"]),
     ("fixed_q", [NO_NOISE_INPUT, "model.codec.likelihood=laplace"]),
     ("adaptive_q", ["model.codec.context_channels=0"]),  # μ, σ, q from ẑ alone
+    ("adaptive_q", ["model.previous_input=true"]),
+    ("no_codec", ["model.previous_input=true", "model.bidirectional=true"]),
 ]
 
 
@@ -211,6 +213,8 @@ def test_presets_pick_the_stages_they_name():
     assert plain.restoration.extra_channels == 0 and not plain.guide_frame
     guided = tiny("no_codec", "model.guide_frame=true")
     assert guided.restoration.extra_channels == 1 + 3  # σ map + guide frame
+    previous = tiny("no_codec", "model.previous_input=true")
+    assert previous.restoration.extra_channels == 1 + 4  # σ map + previous input and its mask
     blended = tiny("no_codec", "model/blend=recursive")
     assert blended.restoration.extra_channels == 1 + 1  # σ map + blend weight
     both = tiny("adaptive_q", "model.bidirectional=true")
@@ -236,6 +240,50 @@ def test_the_guide_is_the_previous_output_aligned_by_the_flow():
     assert len(seen) == T and torch.equal(seen[0], torch.zeros_like(seen[0]))
     for t in range(1, T):
         torch.testing.assert_close(seen[t], out.restored[:, t - 1])
+
+
+def _spy_on_extra_inputs(net):
+    """Record the encoder's extra inputs (channel 0: the σ map) on every call."""
+    seen = []
+    encode = net.restoration.encode
+
+    def spy(frame, extra):
+        seen.append(extra.clone())
+        return encode(frame, extra)
+
+    net.restoration.encode = spy
+    return seen
+
+
+def test_the_previous_input_is_the_previous_degraded_frame_aligned_by_the_flow():
+    """Flow (+2, -1) px: channels 1-3 are lq_{t-1} read at (x + 2, y - 1), channel 4 marks where
+    that lies inside the frame; both are 0 at t = 0, and the output is the same at any batch
+    position (no mixing between clips)."""
+    net = tiny("no_codec", "model/mv_refine=none", "model.previous_input=true").eval()
+    shift = torch.tensor([2.0, -1.0]).view(1, 1, 2, 1, 1).expand(B, T, 2, H, W)
+    seen = _spy_on_extra_inputs(net)
+    lq = clip()
+    with torch.no_grad():
+        net(lq, sigma(), flows=shift.contiguous())
+    assert len(seen) == T
+    assert torch.equal(seen[0][:, 1:], torch.zeros_like(seen[0][:, 1:]))
+    for t in range(1, T):
+        warped, mask = seen[t][:, 1:4], seen[t][:, 4:5]
+        inside = torch.zeros(B, 1, H, W)
+        inside[:, :, 1:, : W - 2] = 1
+        assert torch.equal(mask, inside)
+        torch.testing.assert_close(warped[:, :, 1:, : W - 2], lq[:, t - 1, :, :-1, 2:])
+        assert torch.equal(warped * (1 - mask), torch.zeros_like(warped))
+
+
+def test_the_previous_input_follows_the_refined_flow_and_trains_the_refinement():
+    """The warp of lq_{t-1} uses v̂_t, so the restoration loss reaches the motion refinement
+    through it (even with no recurrent state to align: the state's own path is cut here)."""
+    net = tiny("no_codec", "model/flow=zero", "model.previous_input=true").train()
+    net.alignment.forward = lambda state, flow: [torch.zeros_like(s).detach() for s in state]
+    net(clip(), sigma()).restored[:, 1:].sum().backward()
+    grads = [p.grad for p in net.mv_refine.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
 
 
 def test_the_blend_restores_the_current_frame_averaged_with_the_aligned_past():
