@@ -10,11 +10,18 @@ Scale s has ``channels[s]`` channels and spatial size ``ceil(H / 2**s) x ceil(W 
 3x3 convs with padding 1 give exactly that), so any H, W works without padding. The decoder
 upsamples with a 2x2 transposed conv and crops to the skip size. ``D_t`` holds the decoder
 features after the CABs of each scale; ``D_t[0]`` is the last feature map before the output conv.
+
+Without autograd the merge ``M [up(x), skip]`` (1x1 conv M = [M_up, M_skip] after the
+transposed conv T) runs as ``(M_up∘T)(x) + M_skip skip``: M_up is folded into T's kernel and
+bias, so neither the concatenation nor the 1x1 conv over the upsampled map is computed (the
+full-resolution copies cost ~3x the merge's FLOPs on CPU, issue 9). Same output up to float
+rounding (tested).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.stages.squeeze_excite import squeeze_excite_gate
@@ -147,7 +154,22 @@ class RestorationUNet(nn.Module):
         decoded[2] = x
         for s in (1, 0):
             h, w = sizes[s]
-            up = self.up[s](x)[:, :, :h, :w]
-            x = self.decoder[s](self.merge[s](torch.cat([up, fused[s]], dim=1)))
+            if torch.is_grad_enabled():
+                up = self.up[s](x)[:, :, :h, :w]
+                merged = self.merge[s](torch.cat([up, fused[s]], dim=1))
+            else:
+                merged = self._folded_merge(s, x, fused[s])
+            x = self.decoder[s](merged)
             decoded[s] = x
         return frame + self.tail(x), decoded
+
+    def _folded_merge(self, s: int, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """``merge[s](cat[up[s](coarse) cropped, skip])`` with merge's up-block folded into up."""
+        up, merge = self.up[s], self.merge[s]
+        c = self.channels[s]
+        merge_up = merge.weight[:, :c, 0, 0]  # (C_out, C_up)
+        kernel = torch.einsum("imyx,om->ioyx", up.weight, merge_up)
+        bias = merge_up @ up.bias + merge.bias
+        height, width = skip.shape[2:]
+        upsampled = F.conv_transpose2d(coarse, kernel, bias, stride=2)[:, :, :height, :width]
+        return upsampled + F.conv2d(skip, merge.weight[:, c:])

@@ -50,6 +50,28 @@ def test_unet_sizes_and_residual_identity(size):
     torch.testing.assert_close(restored, frame)
 
 
+@pytest.mark.parametrize("size", [(16, 24), (13, 19), (1, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_unet_inference_merge_equals_the_autograd_path(size, channels_last):
+    """Without autograd the decoder folds the merge's up-block into the transposed conv; the
+    restored frame and every decoder feature must match the concatenating path."""
+    torch.manual_seed(0)
+    net = RestorationUNet(channels=(4, 8, 16), num_blocks=(1, 1, 1))
+    for module in (*net.up, *net.merge):
+        torch.nn.init.normal_(module.bias)
+    frame = torch.rand(2, 3, *size)
+    feats = net.encode(frame, torch.full((2, 1, *size), 0.1))
+    restored, decoded = net.decode(feats, frame)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        feats = [f.to(memory_format=torch.channels_last) for f in feats]
+    with torch.no_grad():
+        fast, fast_decoded = net.decode(feats, frame)
+    torch.testing.assert_close(fast, restored.detach(), rtol=1e-5, atol=1e-5)
+    for got, expected in zip(fast_decoded, decoded):
+        torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_unet_last_decoder_feature_drives_output_and_noise_map_matters():
     torch.manual_seed(0)
     net = RestorationUNet(channels=(4, 8, 16), num_blocks=(1, 1, 1))
