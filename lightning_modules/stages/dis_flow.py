@@ -129,12 +129,14 @@ class DISFlow(nn.Module):
     def _keep_where_better_than_zero(flow: Tensor, ref: Tensor, supp: Tensor) -> Tensor:
         """flow where r(flow) < r(0), else 0 (the zero-motion check of the module docstring)."""
         ref, supp = (
-            kornia.filters.gaussian_blur2d(x.float(), (7, 7), (1.0, 1.0)) for x in (ref, supp)
+            kornia.filters.gaussian_blur2d(x.float(), (7, 7), (1.0, 1.0), "replicate")
+            for x in (ref, supp)
         )
 
         def residual(warped: Tensor) -> Tensor:
             error = (ref - warped).abs().mean(1, keepdim=True)
-            return kornia.filters.gaussian_blur2d(error, (25, 25), (4.0, 4.0))
+            # replicate: reflect padding needs a frame larger than the kernel
+            return kornia.filters.gaussian_blur2d(error, (25, 25), (4.0, 4.0), "replicate")
 
         better = residual(flow_warp(supp, flow.float())) < residual(supp)
         return torch.where(better, flow, torch.zeros_like(flow))

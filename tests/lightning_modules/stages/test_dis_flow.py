@@ -71,3 +71,13 @@ def test_zero_check_keeps_a_real_translation():
     flow = DISFlow(scale=0.5, zero_check=True)(*_shifted_pair())
     inner = flow[0, :, 24:-24, 24:-24].flatten(1).median(dim=1).values
     assert inner.tolist() == pytest.approx([-6.0, 4.0], abs=0.3)
+
+
+@pytest.mark.parametrize("size", [(8, 10), (3, 40)])
+def test_frames_smaller_than_the_check_kernels_run(size):
+    """A strip of video only a few pixels high (smaller than the zero check's 25-tap blur) gets a
+    finite flow of its own size instead of a padding error."""
+    current, previous = _shifted_pair(size=64)
+    current, previous = current[..., : size[0], : size[1]], previous[..., : size[0], : size[1]]
+    flow = DISFlow()(current, previous)
+    assert flow.shape == (1, 2, *size) and flow.isfinite().all()
