@@ -98,6 +98,10 @@ class ClipDataset(Dataset):
         reverse_prob: training probability of reversing a clip's frame order.
         flip, vflip, transpose: training horizontal flip, vertical flip, H/W transposition
             (each with probability 1/2; transposition needs a square patch).
+        static_prob: training probability that a clip is its first frame repeated, degraded
+            afresh per frame (noise is i.i.d. per frame): a scene whose alignment is exact,
+            where the recurrence can learn what averaging over time gains before it must also
+            learn when the flow is wrong (issue 8). 0 draws nothing.
         seed: base seed of every item's generator.
         skip_bad: drop (and log) sequences shorter than a clip, and replace a clip whose frames
             fail to read with the next readable one (logged) instead of raising.
@@ -123,6 +127,7 @@ class ClipDataset(Dataset):
         skip_bad: bool = False,
         vflip: bool = False,
         transpose: bool = False,
+        static_prob: float = 0.0,
         degrade_paired: bool = False,
         flow_estimator=None,
         flow_margin: int | None = 64,
@@ -143,8 +148,9 @@ class ClipDataset(Dataset):
             raise ValueError(
                 f"ClipDataset: temporal_strides must be positive ints, got {temporal_strides!r}"
             )
-        if not 0.0 <= float(reverse_prob) <= 1.0:
-            raise ValueError(f"ClipDataset: reverse_prob must be in [0, 1], got {reverse_prob!r}")
+        for name, value in (("reverse_prob", reverse_prob), ("static_prob", static_prob)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"ClipDataset: {name} must be in [0, 1], got {value!r}")
         degradations = list(degradation) if isinstance(degradation, (list, tuple)) else None
         if degradations is not None and (train or not degradations):
             raise ValueError(
@@ -167,6 +173,7 @@ class ClipDataset(Dataset):
         self.degradations = degradations if degradations is not None else [degradation]
         self.temporal_strides = strides
         self.reverse_prob = float(reverse_prob)
+        self.static_prob = float(static_prob)
         self.flip, self.vflip, self.transpose = bool(flip), bool(vflip), bool(transpose)
         self.seed = int(seed)
         self.skip_bad = bool(skip_bad)
@@ -291,7 +298,7 @@ class ClipDataset(Dataset):
 
     def _frame_indices(self, ref: ClipRef, length: int, generator: torch.Generator) -> list[int]:
         if self.train:
-            return draw_temporal_window(
+            indices = draw_temporal_window(
                 length,
                 self.clip_len,
                 ref.start,
@@ -299,6 +306,9 @@ class ClipDataset(Dataset):
                 self.reverse_prob,
                 generator,
             )
+            if self.static_prob > 0 and torch.rand((), generator=generator) < self.static_prob:
+                indices = [indices[0]] * len(indices)
+            return indices
         return frame_window(ref.start, length if self.clip_len == -1 else self.clip_len)
 
     def _read(self, sequence: Sequence, indices: list[int]) -> tuple[torch.Tensor | None, ...]:

@@ -149,6 +149,33 @@ def test_fixed_sigma_noise_does_not_depend_on_worker_count():
     torch.testing.assert_close(batches(0), batches(2), rtol=0, atol=0)
 
 
+def test_static_clips_repeat_one_frame_with_fresh_noise_per_frame():
+    def items(static_prob, train=True):
+        torch.manual_seed(3)
+        dataset = ClipDataset(
+            [_clean()],
+            clip_len=4,
+            patch_size=8,
+            train=train,
+            degradation=GaussianNoise(fixed_sigma=30 / 255) if train else _fixed_noise(30),
+            static_prob=static_prob,
+        )
+        return [dataset[i] for i in range(len(dataset))]
+
+    for item in items(1.0):
+        assert (item["frame_idx"] == item["frame_idx"][0]).all()
+        assert all(torch.equal(item["gt"][t], item["gt"][0]) for t in range(4))
+        assert not torch.equal(item["lq"][1], item["lq"][0])  # the noise is drawn per frame
+    moving = items(0.0)
+    assert all(len(set(item["frame_idx"].tolist())) == 4 for item in moving)
+    half = [len(set(item["frame_idx"].tolist())) == 1 for item in items(0.5)]
+    assert any(half) and not all(half)
+    for item in items(1.0, train=False):  # training augmentation only
+        assert len(set(item["frame_idx"].tolist())) == 4
+    with pytest.raises(ValueError, match=r"static_prob must be in \[0, 1\], got 1.5"):
+        ClipDataset([_clean()], clip_len=2, degradation=NoDegradation(), static_prob=1.5)
+
+
 def test_noise_degradation_on_clean_sequences_in_training():
     torch.manual_seed(0)
     dataset = ClipDataset(
