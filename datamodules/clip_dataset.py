@@ -56,6 +56,7 @@ from datamodules.clip_transforms import (
     draw_spatial_params,
     draw_temporal_window,
     frame_window,
+    pan_clip,
     window_span,
 )
 from datamodules.sequence import Sequence
@@ -102,6 +103,9 @@ class ClipDataset(Dataset):
             afresh per frame (noise is i.i.d. per frame): a scene whose alignment is exact,
             where the recurrence can learn what averaging over time gains before it must also
             learn when the flow is wrong (issue 8). 0 draws nothing.
+        static_pan: a static clip pans by (dx, dy) pixels per frame, each drawn uniformly from
+            the integers in [−static_pan, static_pan] (``clip_transforms.pan_clip``: a known,
+            exact camera motion; the shift shrinks if the frame is too small for it). 0: still.
         seed: base seed of every item's generator.
         skip_bad: drop (and log) sequences shorter than a clip, and replace a clip whose frames
             fail to read with the next readable one (logged) instead of raising.
@@ -128,6 +132,7 @@ class ClipDataset(Dataset):
         vflip: bool = False,
         transpose: bool = False,
         static_prob: float = 0.0,
+        static_pan: int = 0,
         degrade_paired: bool = False,
         flow_estimator=None,
         flow_margin: int | None = 64,
@@ -174,6 +179,9 @@ class ClipDataset(Dataset):
         self.temporal_strides = strides
         self.reverse_prob = float(reverse_prob)
         self.static_prob = float(static_prob)
+        if isinstance(static_pan, bool) or not isinstance(static_pan, int) or static_pan < 0:
+            raise ValueError(f"ClipDataset: static_pan must be an int >= 0, got {static_pan!r}")
+        self.static_pan = static_pan
         self.flip, self.vflip, self.transpose = bool(flip), bool(vflip), bool(transpose)
         self.seed = int(seed)
         self.skip_bad = bool(skip_bad)
@@ -331,6 +339,8 @@ class ClipDataset(Dataset):
         generator = self._generator(index, ref, item_seed)
         indices = self._frame_indices(ref, len(sequence), generator)
         gt, lq = self._read(sequence, indices)
+        if self.train and self.static_pan and len(set(indices)) == 1 < len(indices):
+            gt, lq = self._pan(gt, lq, generator)
         frame_size = tuple((gt if gt is not None else lq).shape[-2:])
         where = f"sequence {sequence.name!r}"
         if self.train:
@@ -360,6 +370,18 @@ class ClipDataset(Dataset):
         if flow is not None:
             item["flow"] = flow
         return item
+
+    def _pan(self, gt, lq, generator: torch.Generator):
+        """A static clip's frames (one frame repeated) turned into a pan (``static_pan``), with
+        the shift shrunk per axis so that the panned frames still hold the crop."""
+        frames = gt if gt is not None else lq
+        num_frames, (height, width) = frames.shape[0], frames.shape[-2:]
+        patch_h, patch_w = self.patch_size or (1, 1)
+        shift = []
+        for size, patch in ((width, patch_w), (height, patch_h)):
+            limit = min(self.static_pan, max(size - patch, 0) // max(num_frames - 1, 1))
+            shift.append(int(torch.randint(-limit, limit + 1, (), generator=generator)))
+        return tuple(pan_clip(x[0], num_frames, shift) if x is not None else None for x in (gt, lq))
 
     def _degrade(
         self, ref: ClipRef, gt: torch.Tensor | None, lq: torch.Tensor | None, generator

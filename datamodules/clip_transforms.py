@@ -134,6 +134,27 @@ def apply_spatial_flow(flow: torch.Tensor, params: SpatialParams) -> torch.Tenso
     return out.flip(-3) if params.transpose else out
 
 
+def pan_clip(frame: torch.Tensor, num_frames: int, shift: tuple[int, int]) -> torch.Tensor:
+    """A camera pan over one frame (C, H, W): ``num_frames`` windows of size
+    (H − (T−1)|dy|, W − (T−1)|dx|) with ``out[t](p) = out[t−1](p + (dx, dy))``, i.e. the
+    backward flow of every frame is the constant ``shift = (dx, dy)`` in integer pixels."""
+    dx, dy = (int(v) for v in shift)
+    span_x, span_y = (num_frames - 1) * abs(dx), (num_frames - 1) * abs(dy)
+    height, width = frame.shape[-2] - span_y, frame.shape[-1] - span_x
+    if height < 1 or width < 1:
+        raise ValueError(
+            f"pan_clip: a {tuple(frame.shape[-2:])} frame cannot pan {num_frames} frames by "
+            f"{(dx, dy)} pixels"
+        )
+    top0 = 0 if dy >= 0 else span_y
+    left0 = 0 if dx >= 0 else span_x
+    windows = [
+        frame[..., top0 + t * dy : top0 + t * dy + height, left0 + t * dx : left0 + t * dx + width]
+        for t in range(num_frames)
+    ]
+    return torch.stack(windows)
+
+
 def window_span(clip_len: int, stride: int) -> int:
     """Number of sequence frames a window of ``clip_len`` frames every ``stride`` covers."""
     return (clip_len - 1) * stride + 1

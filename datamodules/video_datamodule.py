@@ -77,8 +77,8 @@ class VideoDataModule(pl.LightningDataModule):
         seed: base seed of all clip sampling and degradations.
         skip_bad: skip short sequences and unreadable clips (logged) instead of raising.
         max_val_clips: keep at most this many validation clips, evenly spaced; None = all.
-        temporal_strides, reverse_prob, flip, vflip, transpose, static_prob: training
-            augmentation (see ``ClipDataset``).
+        temporal_strides, reverse_prob, flip, vflip, transpose, static_prob, static_pan:
+            training augmentation (see ``ClipDataset``).
         degrade_paired: also degrade the provided LQ frames of paired sequences.
         flow_estimator: a flow stage without weights (e.g. the model's DIS stage,
             ``data.flow_estimator=${model.flow}``): training and validation clips then carry
@@ -123,6 +123,7 @@ class VideoDataModule(pl.LightningDataModule):
         vflip: bool = False,
         transpose: bool = False,
         static_prob: float = 0.0,
+        static_pan: int = 0,
         degrade_paired: bool = False,
         root: str | None = None,
         train_list: str | None = None,
@@ -206,6 +207,7 @@ class VideoDataModule(pl.LightningDataModule):
             "vflip": bool(vflip),
             "transpose": bool(transpose),
             "static_prob": float(static_prob),
+            "static_pan": static_pan,
         }
         self.degrade_paired = bool(degrade_paired)
         self.flow_estimator = flow_estimator

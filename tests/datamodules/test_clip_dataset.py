@@ -176,6 +176,41 @@ def test_static_clips_repeat_one_frame_with_fresh_noise_per_frame():
         ClipDataset([_clean()], clip_len=2, degradation=NoDegradation(), static_prob=1.5)
 
 
+def _constant_shift(clip, bound):
+    """The integer (dx, dy) with clip[t](p) = clip[t-1](p + (dx, dy)) for every t, or None."""
+    height, width = clip.shape[-2:]
+    for dx in range(-bound, bound + 1):
+        for dy in range(-bound, bound + 1):
+            ys, xs = slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx))
+            moved = slice(max(0, dy), height - max(0, -dy)), slice(max(0, dx), width - max(0, -dx))
+            if all(
+                torch.equal(clip[t][..., ys, xs], clip[t - 1][..., moved[0], moved[1]])
+                for t in range(1, len(clip))
+            ):
+                return dx, dy
+    return None
+
+
+def test_static_pan_moves_the_repeated_frame_by_a_constant_integer_shift():
+    torch.manual_seed(0)
+    sequence = Sequence("photo", gt=TensorFrames(torch.rand(4, 3, 40, 48), "photo"))
+    dataset = ClipDataset(
+        [sequence],
+        clip_len=4,
+        patch_size=16,
+        degradation=NoDegradation(),
+        static_prob=1.0,
+        static_pan=3,
+        transpose=True,
+        vflip=True,
+    )
+    shifts = [_constant_shift(dataset[i % len(dataset)]["gt"], 3) for i in range(12)]
+    assert None not in shifts
+    assert any(shift != (0, 0) for shift in shifts)
+    with pytest.raises(ValueError, match="static_pan must be an int >= 0, got -1"):
+        ClipDataset([sequence], clip_len=2, degradation=NoDegradation(), static_pan=-1)
+
+
 def test_noise_degradation_on_clean_sequences_in_training():
     torch.manual_seed(0)
     dataset = ClipDataset(

@@ -13,8 +13,10 @@ from datamodules.clip_transforms import (
     draw_spatial_params,
     draw_temporal_window,
     frame_window,
+    pan_clip,
     window_span,
 )
+from lightning_modules.stages.warp import flow_warp, in_bounds_mask
 
 
 def _coded_clip(frames=3, height=6, width=8):
@@ -148,3 +150,17 @@ def test_transformed_flow_is_cropped_like_the_frames():
 def test_transformed_flow_needs_two_channels():
     with pytest.raises(ValueError, match=r"\(\.\.\., 2, H, W\)"):
         apply_spatial_flow(torch.zeros(1, 3, 4, 4), SpatialParams(0, 0, 4, 4))
+
+
+@pytest.mark.parametrize("shift", [(2, -1), (0, 3), (-4, 0)])
+def test_pan_clip_has_the_constant_backward_flow_it_was_given(shift):
+    frame = torch.rand(3, 20, 24)
+    clip = pan_clip(frame, 4, shift)
+    assert clip.shape == (4, 3, 20 - 3 * abs(shift[1]), 24 - 3 * abs(shift[0]))
+    flow = torch.tensor(shift, dtype=torch.float32).view(1, 2, 1, 1).expand(3, 2, *clip.shape[-2:])
+    warped = flow_warp(clip[:-1], flow.contiguous())
+    inside = in_bounds_mask(flow.contiguous()).bool().expand_as(warped)
+    assert inside.any()
+    torch.testing.assert_close(warped[inside], clip[1:][inside])
+    with pytest.raises(ValueError, match="cannot pan 4 frames"):
+        pan_clip(frame, 4, (9, 0))
