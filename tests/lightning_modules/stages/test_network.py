@@ -223,48 +223,42 @@ def test_presets_pick_the_stages_they_name():
     assert [f.channels for f in both.backward_fusion] == [4, 8, 16]
 
 
-def test_the_guide_is_the_previous_output_aligned_by_the_flow():
-    """With zero flow and no refinement the guide of frame t is exactly the output of t-1."""
-    net = tiny("no_codec", "model/flow=zero", "model/mv_refine=none", "model.guide_frame=true")
-    net.eval()
+def _spy_on_encoder_inputs(net):
+    """Record (frame, extra inputs) of every encoder call (extra channel 0: the σ map)."""
     seen = []
     encode = net.restoration.encode
 
     def spy(frame, extra):
-        seen.append(extra[:, 1:].clone())  # channel 0 is the σ map
-        return encode(frame, extra)
-
-    net.restoration.encode = spy
-    with torch.no_grad():
-        out = net(clip(), sigma())
-    assert len(seen) == T and torch.equal(seen[0], torch.zeros_like(seen[0]))
-    for t in range(1, T):
-        torch.testing.assert_close(seen[t], out.restored[:, t - 1])
-
-
-def _spy_on_extra_inputs(net):
-    """Record the encoder's extra inputs (channel 0: the σ map) on every call."""
-    seen = []
-    encode = net.restoration.encode
-
-    def spy(frame, extra):
-        seen.append(extra.clone())
+        seen.append((frame.clone(), extra.clone()))
         return encode(frame, extra)
 
     net.restoration.encode = spy
     return seen
 
 
+def test_the_guide_is_the_previous_output_aligned_by_the_flow():
+    """With zero flow and no refinement the guide of frame t is exactly the output of t-1."""
+    net = tiny("no_codec", "model/flow=zero", "model/mv_refine=none", "model.guide_frame=true")
+    net.eval()
+    seen = _spy_on_encoder_inputs(net)
+    with torch.no_grad():
+        out = net(clip(), sigma())
+    guides = [extra[:, 1:] for _, extra in seen]
+    assert len(guides) == T and torch.equal(guides[0], torch.zeros_like(guides[0]))
+    for t in range(1, T):
+        torch.testing.assert_close(guides[t], out.restored[:, t - 1])
+
+
 def test_the_previous_input_is_the_previous_degraded_frame_aligned_by_the_flow():
     """Flow (+2, -1) px: channels 1-3 are lq_{t-1} read at (x + 2, y - 1), channel 4 marks where
-    that lies inside the frame; both are 0 at t = 0, and the output is the same at any batch
-    position (no mixing between clips)."""
+    that lies inside the frame; both are 0 at t = 0."""
     net = tiny("no_codec", "model/mv_refine=none", "model.previous_input=true").eval()
     shift = torch.tensor([2.0, -1.0]).view(1, 1, 2, 1, 1).expand(B, T, 2, H, W)
-    seen = _spy_on_extra_inputs(net)
+    calls = _spy_on_encoder_inputs(net)
     lq = clip()
     with torch.no_grad():
         net(lq, sigma(), flows=shift.contiguous())
+    seen = [extra for _, extra in calls]
     assert len(seen) == T
     assert torch.equal(seen[0][:, 1:], torch.zeros_like(seen[0][:, 1:]))
     for t in range(1, T):
@@ -289,17 +283,11 @@ def test_the_previous_input_follows_the_refined_flow_and_trains_the_refinement()
 def test_the_blend_restores_the_current_frame_averaged_with_the_aligned_past():
     net = tiny("no_codec", "model/flow=zero", "model/mv_refine=none", "model/blend=recursive")
     net.eval()
-    frames = []
-    encode = net.restoration.encode
-
-    def spy(frame, extra):
-        frames.append(frame.clone())
-        return encode(frame, extra)
-
-    net.restoration.encode = spy
+    calls = _spy_on_encoder_inputs(net)
     lq = clip()
     with torch.no_grad():
         out = net(lq, sigma())
+        frames = [frame for frame, _ in calls]
         assert torch.equal(frames[0], lq[:, 0])  # no past at t = 0
         for t in range(1, T):
             expected, _ = net.blend(lq[:, t], out.restored[:, t - 1], sigma())
