@@ -3,6 +3,7 @@
     python bench/temporal_gain.py                        # 3 configs x 20 min on a CPU
     python bench/temporal_gain.py --minutes 5 --device cuda --batch-size 8 --patch-size 128
     python bench/temporal_gain.py --configs no_codec_flow --flow spynet=<flow checkpoint>
+    python bench/temporal_gain.py --evaluate logs/.../best.ckpt   # held-out only, own vs zero flow
 
 Each configuration is ``train.py`` with ``data=davis`` on the shared DAVIS frames (3 sequences of
 ``../shared/data``, σ ~ U[0, 50]), validated on a 256x256 centre crop of Set8 ``hypersmooth``
@@ -25,7 +26,8 @@ on a shared, noisy machine equal steps compare configurations more fairly than e
 checkpoint: ``experiment=flow_pretrain``, BasicSR or mmagic).
 
 After training, on sequences not used in training, with σ = 30 noise (fixed seed): Set8
-``hypersmooth`` (10 frames, 960x540) and the tennis clip (10 frames, 352x240): PSNR of the
+``hypersmooth`` (10 frames, 960x540), the tennis clip (10 frames, 352x240) and the Vimeo-90K
+test clip 00002/0004 (7 frames, 448x256, in the official test list): PSNR of the
 recurrent output and of the same network run on each frame alone (zero temporal state) over
 frames 2..T, their difference (the temporal gain), and the bits per pixel of the latent (y and
 y+z). Prints a markdown table; ``--out FILE`` also writes it.
@@ -48,9 +50,13 @@ sys.path.insert(0, str(REPO_ROOT))
 from hydra import initialize_config_dir  # noqa: E402
 
 import train  # noqa: E402
+from callbacks.purification import purification  # noqa: E402
 from datamodules.datasets.folder import scan_folder  # noqa: E402
 from datamodules.datasets.set8 import scan_set8  # noqa: E402
+from datamodules.datasets.vimeo import scan_vimeo  # noqa: E402
+from lightning_modules.run.checkpoints import build_task_from_checkpoint  # noqa: E402
 from lightning_modules.run.compose import CONF_DIR, compose_config  # noqa: E402
+from lightning_modules.stages.zero_flow import ZeroFlow  # noqa: E402
 from lightning_modules.tasks.metrics import frame_psnr_ssim  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -125,13 +131,12 @@ def run_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
 
 
 def held_out_sequences(root: Path) -> dict[str, torch.Tensor]:
-    """Clean frames (T, 3, H, W) of the sequences the networks never trained on."""
+    """Clean frames (T, 3, H, W) of the sequences the networks never trained on (≤ 10 each)."""
     set8 = scan_set8(root / "set8", sequences=["hypersmooth"])[0]
     tennis = scan_folder(gt_root=root / "tennis_videnn" / "original")[0]
-    return {
-        "Set8 hypersmooth": set8.gt.read(list(range(min(10, len(set8))))),
-        "tennis": tennis.gt.read(list(range(min(10, len(tennis))))),
-    }
+    vimeo = scan_vimeo(root / "vimeo90k_septuplet", list_file="subset_testlist.txt")[0]
+    sequences = {"Set8 hypersmooth": set8, "tennis": tennis, "Vimeo 00002/0004": vimeo}
+    return {name: s.gt.read(list(range(min(10, len(s))))) for name, s in sequences.items()}
 
 
 @torch.no_grad()
@@ -146,6 +151,7 @@ def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> di
     psnr = frame_psnr_ssim(recurrent.restored[:, 1:], gt)[0].mean().item()
     psnr_alone = frame_psnr_ssim(alone, gt)[0].mean().item()
     noisy = frame_psnr_ssim(lq[:, 1:].clamp(0, 1), gt)[0].mean().item()
+    purified = purification(net, {"lq": lq, "gt": frames[None].to(device), "sigma": sigma})
     return {
         "psnr": psnr,
         "psnr_alone": psnr_alone,
@@ -153,6 +159,7 @@ def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> di
         "noisy": noisy,
         "bpp_y": float(recurrent.bpp_y),
         "bpp": float(recurrent.bpp),
+        "purification": purified.ratio if purified is not None else float("nan"),
     }
 
 
@@ -181,6 +188,23 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> list[dict]:
+    """Held-out results of a trained checkpoint with its own flow stage and with zero flow
+    swapped in at inference (does the network's gain come from the motion it is given?)."""
+    task, config = build_task_from_checkpoint(path)
+    net = task.net.to(args.device).eval()
+    own_flow = config.model.flow["_target_"].rsplit(".", 1)[-1]
+    results = []
+    for flow_name, flow_stage in ((own_flow, net.flow), ("ZeroFlow (at inference)", ZeroFlow())):
+        net.flow = flow_stage
+        result = {"config": path.name, "flow": flow_name, "steps": "-"}
+        result["val_temporal_gain_db"] = float("nan")
+        for sequence, frames in held_out_sequences(args.data_root).items():
+            result[sequence] = temporal_gain(net, frames, args.device)
+        results.append(result)
+    return results
+
+
 def table(results: list[dict]) -> str:
     sequences = [k for k in results[0] if isinstance(results[0][k], dict)]
     header = ["config", "flow", "steps", "val/temporal_gain_db"]
@@ -197,7 +221,27 @@ def table(results: list[dict]) -> str:
         cells += [f"{last['bpp_y']:.4f}", f"{last['bpp']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     noisy = ", ".join(f"{s} {results[0][s]['noisy']:.2f} dB" for s in sequences)
-    return "\n".join(lines) + f"\n\nNoisy input (σ = 30): {noisy}. bpp of the first sequence."
+    latent = [
+        "",
+        "Latent per sequence (bpp_y / bpp; purification ratio, < 1: the codec brings the "
+        "temporal features closer to the clean clip's):",
+        "",
+    ]
+    latent += [
+        "| config | flow | " + " | ".join(sequences) + " |",
+        "|" + "---|" * (2 + len(sequences)),
+    ]
+    for r in results:
+        cells = [
+            f"{r[s]['bpp_y']:.4f} / {r[s]['bpp']:.4f}; {r[s]['purification']:.3f}"
+            for s in sequences
+        ]
+        latent.append(f"| {r['config']} | {r['flow']} | " + " | ".join(cells) + " |")
+    return (
+        "\n".join(lines)
+        + f"\n\nNoisy input (σ = 30): {noisy}. bpp of the first sequence.\n"
+        + "\n".join(latent)
+    )
 
 
 def machine(args: argparse.Namespace) -> str:
@@ -228,11 +272,27 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per config")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="also stop at this step")
+    parser.add_argument(
+        "--evaluate",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="train nothing: evaluate these train.py checkpoints, with their flow and zero flow",
+    )
     add_run_arguments(parser, work_dir="bench_temporal_gain")
     args = parser.parse_args()
     if not (args.data_root / "davis2017_480p").is_dir():
         raise SystemExit(f"--data-root: no shared sample data (davis2017_480p) in {args.data_root}")
     torch.set_num_threads(args.threads)
+    if args.evaluate:
+        results = [r for path in args.evaluate for r in evaluate_checkpoint(path, args)]
+        text = (
+            f"Held-out temporal gain of trained checkpoints ({machine(args)})\n\n{table(results)}\n"
+        )
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text)
+        return
     results = [run_config(name, args) for name in args.configs]
     text = (
         f"Temporal gain after {args.minutes:g} min"

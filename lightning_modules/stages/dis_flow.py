@@ -83,19 +83,17 @@ class DISFlow(nn.Module):
         self.preset = preset
         self.zero_check = bool(zero_check)
         self.zero_margin = float(zero_margin)
-        self._dis = None  # made on first use: OpenCV objects cannot be pickled (ddp_spawn)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_dis"] = None
-        return state
 
     def _estimator(self):
-        if self._dis is None:
-            cv2 = _require_cv2()
-            preset = getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{self.preset.upper()}")
-            self._dis = cv2.DISOpticalFlow_create(preset)
-        return self._dis
+        """A fresh estimator (~10 µs). Not cached: OpenCV's DIS rewrites its own finest scale and
+        patch size when a frame is small for its pyramid (a 24-pixel training crop at scale 0.25
+        moves ``medium`` from finest scale 1 to 0), and keeps them for every later frame, so a
+        cached one made the flow depend on what it had seen before (training's flow differed from
+        a fresh process's, e.g. restore.py's). Also keeps the module picklable (ddp_spawn)."""
+        cv2 = _require_cv2()
+        return cv2.DISOpticalFlow_create(
+            getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{self.preset.upper()}")
+        )
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, preset={self.preset!r}, zero_check={self.zero_check}"

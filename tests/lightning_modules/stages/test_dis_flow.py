@@ -49,6 +49,20 @@ def test_it_pickles_runs_without_gradients_and_checks_its_inputs():
         DISFlow(zero_margin=1.5)
 
 
+def test_the_flow_does_not_depend_on_frames_seen_before():
+    """OpenCV's DIS rewrites its pyramid settings on a small frame and keeps them: a cached
+    estimator gave a different flow for the same pair after one 24-pixel call."""
+    torch = pytest.importorskip("torch")
+    current, previous = _shifted_pair(shift=(-3, 2), size=192)
+    noise = torch.Generator().manual_seed(0)
+    current = current + 0.1 * torch.randn(current.shape, generator=noise)
+    previous = previous + 0.1 * torch.randn(previous.shape, generator=noise)
+    fresh = DISFlow(zero_check=False)(current, previous)
+    used = DISFlow(zero_check=False)
+    used(current[..., :96, :96], previous[..., :96, :96])  # 24 pixels at scale 0.25
+    assert torch.equal(used(current, previous), fresh)
+
+
 def test_zero_check_stops_dis_inventing_motion_on_a_noisy_near_static_clip(shared_data):
     """The shared tennis clip barely moves (0.8 px mean); at σ = 30 DIS alone warps worse than no
     motion at all. With the zero-motion check the warp error (on the clean frames) drops."""
