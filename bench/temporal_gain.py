@@ -151,7 +151,11 @@ def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> di
     psnr = frame_psnr_ssim(recurrent.restored[:, 1:], gt)[0].mean().item()
     psnr_alone = frame_psnr_ssim(alone, gt)[0].mean().item()
     noisy = frame_psnr_ssim(lq[:, 1:].clamp(0, 1), gt)[0].mean().item()
-    purified = purification(net, {"lq": lq, "gt": frames[None].to(device), "sigma": sigma})
+    purified = (  # without a codec the ratio is 1 by definition
+        purification(net, {"lq": lq, "gt": frames[None].to(device), "sigma": sigma})
+        if getattr(net, "codec", None) is not None
+        else None
+    )
     return {
         "psnr": psnr,
         "psnr_alone": psnr_alone,
@@ -194,6 +198,9 @@ def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> list[dict]:
     task, config = build_task_from_checkpoint(path)
     net = task.net.to(args.device).eval()
     own_flow = config.model.flow["_target_"].rsplit(".", 1)[-1]
+    if args.dis_scale is not None and hasattr(net.flow, "scale"):
+        net.flow.scale = args.dis_scale
+        own_flow += f" (scale {args.dis_scale:g})"
     results = []
     for flow_name, flow_stage in ((own_flow, net.flow), ("ZeroFlow (at inference)", ZeroFlow())):
         net.flow = flow_stage
@@ -278,6 +285,12 @@ def main() -> None:
         type=Path,
         default=None,
         help="train nothing: evaluate these train.py checkpoints, with their flow and zero flow",
+    )
+    parser.add_argument(
+        "--dis-scale",
+        type=float,
+        default=None,
+        help="with --evaluate: run a DIS flow stage at this scale instead of the stored one",
     )
     add_run_arguments(parser, work_dir="bench_temporal_gain")
     args = parser.parse_args()

@@ -57,8 +57,8 @@ def test_the_flow_does_not_depend_on_frames_seen_before():
     noise = torch.Generator().manual_seed(0)
     current = current + 0.1 * torch.randn(current.shape, generator=noise)
     previous = previous + 0.1 * torch.randn(previous.shape, generator=noise)
-    fresh = DISFlow(zero_check=False)(current, previous)
-    used = DISFlow(zero_check=False)
+    fresh = DISFlow(scale=0.25, zero_check=False)(current, previous)
+    used = DISFlow(scale=0.25, zero_check=False)
     used(current[..., :96, :96], previous[..., :96, :96])  # 24 pixels at scale 0.25
     assert torch.equal(used(current, previous), fresh)
 
