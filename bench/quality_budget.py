@@ -9,7 +9,8 @@ Each model is ``train.py model=<name>`` on the shared DAVIS frames (σ ~ U[0, 50
 ``--minutes`` (``trainer.max_time``), with the same data, clip, patch, batch and seed
 (``bench/temporal_gain.py: run_overrides``); the shared Vimeo septuplets are too few to add
 (a dozen clips) and no data config mixes two layouts yet. Then, at σ = 30 (fixed noise seed), on
-Set8 ``hypersmooth`` and the tennis clip (the first ``--frames`` frames of each): PSNR/SSIM (RGB,
+the held-out clips of ``bench/temporal_gain.py`` (Set8 ``hypersmooth``, the tennis clip and the
+Vimeo test clip 00002/0004; the first ``--frames`` frames of each): PSNR/SSIM (RGB,
 all frames), bits per pixel of the latent, and restore speed (frames/s of the whole-clip forward
 on ``--device``). The rows ``noisy``, ``nlm`` and ``bm3d`` (``eval.py method=``'s denoisers,
 per frame at the known σ) are measured on the first ``--classical-frames`` frames only (BM3D
