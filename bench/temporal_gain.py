@@ -6,9 +6,9 @@
     python bench/temporal_gain.py --evaluate logs/.../best.ckpt   # held-out only, own vs zero flow
 
 Each configuration is ``train.py`` with ``data=davis`` on the shared DAVIS frames (3 sequences of
-``../shared/data``, σ ~ U[0, 50]), validated on a 256x256 centre crop of Set8 ``hypersmooth``
-at σ = 30 (the ``val/temporal_gain_db`` it logs), for ``--minutes`` of training
-(``trainer.max_time``). Configurations (``--configs``):
+``../shared/data``, σ ~ U[0, 50], half the clips static as ``data=davis`` has it), validated on
+a 256x256 centre crop of Set8 ``hypersmooth`` at σ = 30 (the ``val/temporal_gain_db`` it logs),
+for ``--minutes`` of training (``trainer.max_time``). Configurations (``--configs``):
 
 - ``no_codec_zero``:  ``model=no_codec model/flow=zero``  (the previous state used unaligned);
 - ``no_codec_flow``:  ``model=no_codec`` with the flow stage of ``--flow``;

@@ -174,6 +174,10 @@ def test_static_clips_repeat_one_frame_with_fresh_noise_per_frame():
         assert len(set(item["frame_idx"].tolist())) == 4
     with pytest.raises(ValueError, match=r"static_prob must be in \[0, 1\], got 1.5"):
         ClipDataset([_clean()], clip_len=2, degradation=NoDegradation(), static_prob=1.5)
+    # A paired sequence's provided degraded frame would repeat identically: refused, by name.
+    with pytest.raises(ValueError, match=r"sequence 'pair' has provided degraded frames"):
+        ClipDataset([_clean(), _paired()], clip_len=2, static_prob=0.5)
+    ClipDataset([_paired()], clip_len=2, train=False, static_prob=0.5)  # training only
 
 
 def _constant_shift(clip, bound):
