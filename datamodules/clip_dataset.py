@@ -102,8 +102,9 @@ class ClipDataset(Dataset):
         static_prob: training probability that a clip is its first frame repeated, degraded
             afresh per frame (noise is i.i.d. per frame): a scene whose alignment is exact,
             where the recurrence can learn what averaging over time gains before it must also
-            learn when the flow is wrong (issue 8). 0 draws nothing. Needs a synthesized
-            degradation: sequences with provided degraded frames are refused.
+            learn when the flow is wrong (issue 8). 0 draws nothing. Needs a degradation
+            synthesized per frame: sequences with provided degraded frames are refused unless
+            ``degrade_paired`` degrades them afresh.
         static_pan: a static clip pans by (dx, dy) pixels per frame, each drawn uniformly from
             the integers in [−static_pan, static_pan] (``clip_transforms.pan_clip``: a known,
             exact camera motion; the shift shrinks if the frame is too small for it). 0: still.
@@ -157,14 +158,14 @@ class ClipDataset(Dataset):
         for name, value in (("reverse_prob", reverse_prob), ("static_prob", static_prob)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"ClipDataset: {name} must be in [0, 1], got {value!r}")
-        if train and float(static_prob) > 0:
+        if train and float(static_prob) > 0 and not degrade_paired:
             paired = next((s.name for s in sequences if s.lq is not None), None)
             if paired is not None:
                 raise ValueError(
                     f"ClipDataset: static_prob={static_prob} repeats one frame with its "
                     f"degradation drawn afresh per frame, but sequence {paired!r} has provided "
                     f"degraded frames, whose repeats would be identical (nothing to average); "
-                    f"set static_prob=0 for paired data"
+                    f"set static_prob=0 for paired data (or degrade_paired=true)"
                 )
         degradations = list(degradation) if isinstance(degradation, (list, tuple)) else None
         if degradations is not None and (train or not degradations):

@@ -178,6 +178,15 @@ def test_static_clips_repeat_one_frame_with_fresh_noise_per_frame():
     with pytest.raises(ValueError, match=r"sequence 'pair' has provided degraded frames"):
         ClipDataset([_clean(), _paired()], clip_len=2, static_prob=0.5)
     ClipDataset([_paired()], clip_len=2, train=False, static_prob=0.5)  # training only
+    repeats = ClipDataset(  # degrade_paired: each repeat gets its own noise on the real LQ
+        [_paired()],
+        clip_len=3,
+        patch_size=8,
+        degradation=GaussianNoise(fixed_sigma=30 / 255),
+        static_prob=1.0,
+        degrade_paired=True,
+    )[0]["lq"]
+    assert not torch.equal(repeats[1], repeats[0])
 
 
 def _constant_shift(clip, bound):
