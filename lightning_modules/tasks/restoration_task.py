@@ -80,8 +80,11 @@ class RestorationTask(pl.LightningModule):
             gives motion refinement (and a trainable flow stage) a motion target; the
             restoration loss alone taught refinement to add motion that is not there (see
             docs/ARCHITECTURE.md). Needs a network that returns ``out.flows``.
-        rate_warmup_steps: λ ramps linearly from 0 to ``rate_weight`` over these optimizer steps
-            (0: full λ at once). Validation and test losses always use the full λ.
+        rate_delay_steps: λ = 0 for the first N optimizer steps, so the recurrence can learn to
+            carry the past in y before the rate term prices it (y's rate collapses to ~0 bits
+            when λ > 0 from step 0; docs/ARCHITECTURE.md).
+        rate_warmup_steps: after the delay, λ ramps linearly from 0 to ``rate_weight`` over these
+            optimizer steps (0: full λ at once). Validation and test losses always use the full λ.
         charbonnier_eps: ε of the Charbonnier distortion ``sqrt(d² + ε²)``.
         flow_lr_scale: learning-rate multiplier of ``net.flow``'s parameters (own param group).
         freeze_flow_steps: ``net.flow`` is not updated during the first N optimizer steps.
@@ -103,6 +106,7 @@ class RestorationTask(pl.LightningModule):
         rate_weight: float = 0.01,
         align_weight: float = 0.0,
         rate_warmup_steps: int = 0,
+        rate_delay_steps: int = 0,
         charbonnier_eps: float = 1e-3,
         flow_lr_scale: float = 0.125,
         freeze_flow_steps: int = 0,
@@ -118,6 +122,7 @@ class RestorationTask(pl.LightningModule):
             "rate_weight": (rate_weight, 0, True),
             "align_weight": (align_weight, 0, True),
             "rate_warmup_steps": (rate_warmup_steps, 0, True),
+            "rate_delay_steps": (rate_delay_steps, 0, True),
             "charbonnier_eps": (charbonnier_eps, 0, False),
             "flow_lr_scale": (flow_lr_scale, 0, True),
             "freeze_flow_steps": (freeze_flow_steps, 0, True),
@@ -182,11 +187,15 @@ class RestorationTask(pl.LightningModule):
         return gt
 
     def rate_weight_at(self, step: int) -> float:
-        """λ after ``step`` optimizer steps: linear ramp from 0 over ``rate_warmup_steps``."""
+        """λ after ``step`` optimizer steps: 0 for ``rate_delay_steps``, then a linear ramp from 0
+        over ``rate_warmup_steps``: λ · clip((step − delay) / warmup, 0, 1)."""
+        since = step - self.hparams.rate_delay_steps
+        if since < 0:
+            return 0.0
         warmup = self.hparams.rate_warmup_steps
         if warmup <= 0:
             return float(self.hparams.rate_weight)
-        return float(self.hparams.rate_weight) * min(1.0, step / warmup)
+        return float(self.hparams.rate_weight) * min(1.0, since / warmup)
 
     # ---------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -146,6 +146,25 @@ def test_rate_weight_ramps_linearly_from_zero(tmp_path):
     assert RestorationTask(StandInNet(), _adam(), rate_weight=0.2).rate_weight_at(0) == 0.2
 
 
+def test_rate_delay_holds_lambda_at_zero_then_ramps(tmp_path):
+    task = RestorationTask(
+        StandInNet(), _adam(), rate_weight=0.2, rate_delay_steps=3, rate_warmup_steps=4
+    )
+    assert [task.rate_weight_at(s) for s in (0, 2, 3, 4, 5, 7, 100)] == pytest.approx(
+        [0.0, 0.0, 0.0, 0.05, 0.1, 0.2, 0.2]
+    )
+    sharp = RestorationTask(StandInNet(), _adam(), rate_weight=0.2, rate_delay_steps=3)
+    assert [sharp.rate_weight_at(s) for s in (2, 3)] == [0.0, 0.2]
+    trainer = tiny_trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+    metrics = trainer.callback_metrics  # step 2: still in the delay, the loss is the distortion
+    assert metrics["train/rate_weight"].item() == 0.0
+    assert metrics["train/bpp"].item() > 0
+    assert metrics["train/loss"].item() == pytest.approx(metrics["train/distortion"].item())
+    with pytest.raises(ValueError, match="rate_delay_steps must be >= 0"):
+        RestorationTask(StandInNet(), _adam(), rate_delay_steps=-1)
+
+
 def test_noise_level_comes_from_batch_sigma(tmp_path):
     net = StandInNet()
     task = RestorationTask(net, _adam())
