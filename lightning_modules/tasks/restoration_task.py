@@ -85,6 +85,8 @@ class RestorationTask(pl.LightningModule):
             when λ > 0 from step 0; docs/ARCHITECTURE.md).
         rate_warmup_steps: after the delay, λ ramps linearly from 0 to ``rate_weight`` over these
             optimizer steps (0: full λ at once). Validation and test losses always use the full λ.
+            A run too short for delay + warm-up gets both scaled down so that λ is full at half the
+            run (one warning): the default sample run still trains its entropy model.
         charbonnier_eps: ε of the Charbonnier distortion ``sqrt(d² + ε²)``.
         flow_lr_scale: learning-rate multiplier of ``net.flow``'s parameters (own param group).
         freeze_flow_steps: ``net.flow`` is not updated during the first N optimizer steps.
@@ -154,6 +156,7 @@ class RestorationTask(pl.LightningModule):
         self.val_metrics = ClipQualityMetrics(metric_space, crop_border)
         self.test_metrics = ClipQualityMetrics(metric_space, crop_border, metric_edge_frames)
         self.test_records: list[dict[str, Any]] = []
+        self.rate_schedule = (rate_delay_steps, rate_warmup_steps)  # (delay, warm-up) in use
 
     # ----------------------------------------------------------------------------- network
     def forward(
@@ -189,10 +192,10 @@ class RestorationTask(pl.LightningModule):
     def rate_weight_at(self, step: int) -> float:
         """λ after ``step`` optimizer steps: 0 for ``rate_delay_steps``, then a linear ramp from 0
         over ``rate_warmup_steps``: λ · clip((step − delay) / warmup, 0, 1)."""
-        since = step - self.hparams.rate_delay_steps
+        delay, warmup = self.rate_schedule
+        since = step - delay
         if since < 0:
             return 0.0
-        warmup = self.hparams.rate_warmup_steps
         if warmup <= 0:
             return float(self.hparams.rate_weight)
         return float(self.hparams.rate_weight) * min(1.0, since / warmup)
@@ -236,7 +239,20 @@ class RestorationTask(pl.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
-        """Warn (once, rank zero) when the flow stage is a learnable one that reports no motion."""
+        """Fit the rate schedule to the run's length (see ``rate_delay_steps``); warn (once, rank
+        zero) when the flow stage is a learnable one that reports no motion."""
+        delay, warmup = self.hparams.rate_delay_steps, self.hparams.rate_warmup_steps
+        total = self.trainer.estimated_stepping_batches
+        self.rate_schedule = (delay, warmup)
+        if delay + warmup > 0 and math.isfinite(total) and delay + warmup >= total:
+            scale = (total // 2) / (delay + warmup)
+            self.rate_schedule = (int(delay * scale), int(warmup * scale))
+            rank_zero_warn(
+                f"RestorationTask: the rate delay + warm-up ({delay} + {warmup} steps) is not "
+                f"shorter than the run ({int(total)} steps); using {self.rate_schedule[0]} + "
+                f"{self.rate_schedule[1]} so that λ is full at half the run",
+                category=UserWarning,
+            )
         if flow_is_untrained(getattr(self.net, "flow", None)):
             rank_zero_warn(
                 "the flow stage outputs zero flow on moving frames: it has no pretrained weights, "

@@ -131,18 +131,31 @@ def test_loss_is_distortion_plus_rate_weight_times_bpp(tmp_path):
     assert metrics["train/psnr"].item() == pytest.approx(psnr.mean().item(), rel=1e-5)
 
 
+class _RateWeights(pl.Callback):
+    """Records the logged λ and (loss, distortion, bpp) after every training step."""
+
+    def __init__(self):
+        self.rate_weights, self.losses = [], []
+
+    def on_train_batch_end(self, trainer, *args):
+        metrics = trainer.callback_metrics
+        self.rate_weights.append(metrics["train/rate_weight"].item())
+        self.losses.append(
+            tuple(metrics[f"train/{k}"].item() for k in ("loss", "distortion", "bpp"))
+        )
+
+
 def test_rate_weight_ramps_linearly_from_zero(tmp_path):
     task = RestorationTask(StandInNet(), _adam(), rate_weight=0.2, rate_warmup_steps=4)
     assert [task.rate_weight_at(s) for s in (0, 1, 2, 4, 10)] == pytest.approx(
         [0.0, 0.05, 0.1, 0.2, 0.2]
     )
-    trainer = tiny_trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    seen = _RateWeights()
+    trainer = tiny_trainer(tmp_path, max_steps=5, limit_val_batches=0, callbacks=[seen])
     trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
-    metrics = trainer.callback_metrics  # logged at global step 2
-    assert metrics["train/rate_weight"].item() == pytest.approx(0.1)
-    assert metrics["train/loss"].item() == pytest.approx(
-        metrics["train/distortion"].item() + 0.1 * metrics["train/bpp"].item(), rel=1e-5
-    )
+    assert seen.rate_weights == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+    for weight, (loss, distortion, bpp) in zip(seen.rate_weights, seen.losses):
+        assert loss == pytest.approx(distortion + weight * bpp, rel=1e-5)
     assert RestorationTask(StandInNet(), _adam(), rate_weight=0.2).rate_weight_at(0) == 0.2
 
 
@@ -155,14 +168,26 @@ def test_rate_delay_holds_lambda_at_zero_then_ramps(tmp_path):
     )
     sharp = RestorationTask(StandInNet(), _adam(), rate_weight=0.2, rate_delay_steps=3)
     assert [sharp.rate_weight_at(s) for s in (2, 3)] == [0.0, 0.2]
-    trainer = tiny_trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    seen = _RateWeights()
+    trainer = tiny_trainer(tmp_path, max_steps=8, limit_val_batches=0, callbacks=[seen])
     trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
-    metrics = trainer.callback_metrics  # step 2: still in the delay, the loss is the distortion
-    assert metrics["train/rate_weight"].item() == 0.0
-    assert metrics["train/bpp"].item() > 0
-    assert metrics["train/loss"].item() == pytest.approx(metrics["train/distortion"].item())
+    assert seen.rate_weights == pytest.approx([0.0, 0.0, 0.0, 0.0, 0.05, 0.1, 0.15, 0.2])
+    for loss, distortion, bpp in seen.losses[:4]:  # inside the delay: the distortion alone
+        assert bpp > 0 and loss == pytest.approx(distortion)
     with pytest.raises(ValueError, match="rate_delay_steps must be >= 0"):
         RestorationTask(StandInNet(), _adam(), rate_delay_steps=-1)
+
+
+def test_rate_schedule_longer_than_the_run_is_scaled_to_half_of_it(tmp_path):
+    task = RestorationTask(
+        StandInNet(), _adam(), rate_weight=0.2, rate_delay_steps=30, rate_warmup_steps=10
+    )
+    trainer = tiny_trainer(tmp_path, max_steps=8, limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"\(30 \+ 10 steps\).*run \(8 steps\); using 3 \+ 1"):
+        trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+    assert task.rate_schedule == (3, 1)
+    assert [task.rate_weight_at(s) for s in (2, 3, 4)] == pytest.approx([0.0, 0.0, 0.2])
+    assert trainer.callback_metrics["train/rate_weight"].item() == pytest.approx(0.2)
 
 
 def test_noise_level_comes_from_batch_sigma(tmp_path):
