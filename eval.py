@@ -293,7 +293,8 @@ def write_purification(task: pl.LightningModule, datamodule: Any, out_dir: Path)
         Image.fromarray(tsne_image(result)).save(temp)
     print(
         f"purification ratio (temporal features to clean-video features, after / before the "
-        f"codec; < 1: the codec purifies): {result.ratio:.4f}; t-SNE: "
+        f"codec; < 1: the codec purifies): {result.ratio:.4f}; relative to each set's own "
+        f"clean version: {result.relative_ratio:.4f}; t-SNE: "
         f"{out_dir / 'purification_tsne.png'}"
     )
     return result.ratio

@@ -166,6 +166,7 @@ def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> di
         "bpp_y": float(recurrent.bpp_y),
         "bpp": float(recurrent.bpp),
         "purification": purified.ratio if purified is not None else float("nan"),
+        "relative": purified.relative_ratio if purified is not None else float("nan"),
     }
 
 
@@ -230,8 +231,8 @@ def table(results: list[dict]) -> str:
     noisy = ", ".join(f"{s} {results[0][s]['noisy']:.2f} dB" for s in sequences)
     latent = [
         "",
-        "Latent per sequence (bpp_y / bpp; purification ratio, < 1: the codec brings the "
-        "temporal features closer to the clean clip's):",
+        "Latent per sequence (bpp_y / bpp; purification ratio / relative ratio, < 1: the codec "
+        "brings the temporal features closer to the clean clip's; callbacks/purification.py):",
         "",
     ]
     latent += [
@@ -240,7 +241,8 @@ def table(results: list[dict]) -> str:
     ]
     for r in results:
         cells = [
-            f"{r[s]['bpp_y']:.4f} / {r[s]['bpp']:.4f}; {r[s]['purification']:.3f}"
+            f"{r[s]['bpp_y']:.4f} / {r[s]['bpp']:.4f}; {r[s]['purification']:.3f} / "
+            f"{r[s]['relative']:.3f}"
             for s in sequences
         ]
         latent.append(f"| {r['config']} | {r['flow']} | " + " | ".join(cells) + " |")

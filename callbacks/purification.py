@@ -7,13 +7,22 @@ degraded run, and the aligned features c_t^gt of the same network run on the cle
     ratio = Σ_t ‖ĉ_t − c_t^gt‖ / Σ_t ‖c̄_t − c_t^gt‖        over frames t >= 2 (frame 1 has no past)
 
 below 1 when the codec brings the temporal features closer to clean-video features (1 exactly
-without a codec). ``tsne_image`` draws the three feature sets (sampled positions, the same ones
-in each set) after a 2-D t-SNE (scikit-learn) as a scatter image.
+without a codec). Nothing ties the codec's output to its input's feature space (the loss only
+asks the restored frame to be right), so ``ratio`` also moves when the codec merely rescales or
+re-maps its features. ``relative_ratio`` compares each feature set with its own clean version,
+relative to that version's size (ĉ_t^gt: the codec's output on the clean clip):
 
-``Purification`` logs ``val/purification_ratio`` on the first validation batch every
-``every_n_epochs`` epochs and, with ``tsne_points > 0``, the t-SNE image of the last of them
-(``val/purification/tsne``) when training ends (t-SNE takes seconds); ``eval.py
-purification=true`` writes both for the first test clip.
+    relative_ratio = (Σ_t ‖ĉ_t − ĉ_t^gt‖ / Σ_t ‖ĉ_t^gt‖) / (Σ_t ‖c̄_t − c_t^gt‖ / Σ_t ‖c_t^gt‖)
+
+below 1 when the degradation's footprint is relatively smaller after the codec than before;
+unchanged by any rescaling of the codec's output. ``tsne_image`` draws the three feature sets
+(sampled positions, the same ones in each set) after a 2-D t-SNE (scikit-learn) as a scatter
+image.
+
+``Purification`` logs ``val/purification_ratio`` and ``val/purification_relative_ratio`` on the
+first validation batch every ``every_n_epochs`` epochs and, with ``tsne_points > 0``, the t-SNE
+image of the last of them (``val/purification/tsne``) when training ends (t-SNE takes seconds);
+``eval.py purification=true`` writes the ratios and the picture for the first test clip.
 """
 
 from __future__ import annotations
@@ -35,12 +44,15 @@ COLOURS = {"before codec": (230, 85, 13), "after codec": (49, 130, 189), "clean"
 
 @dataclass
 class PurificationResult:
-    """``ratio`` (see module docstring) and (T-1, N, h, w) features of frames 2..T."""
+    """``ratio``, ``relative_ratio`` (see module docstring) and (T-1, N, h, w) features of frames
+    2..T (``clean``: c^gt, ``clean_after``: ĉ^gt)."""
 
     ratio: float
+    relative_ratio: float
     before: torch.Tensor
     after: torch.Tensor
     clean: torch.Tensor
+    clean_after: torch.Tensor
 
 
 @torch.no_grad()
@@ -57,10 +69,24 @@ def purification(net: torch.nn.Module, batch: dict[str, Any]) -> PurificationRes
     before = torch.cat([m["aligned"] for m in degraded]).float()
     after = torch.cat([m["purified"] for m in degraded]).float()
     target = torch.cat([m["aligned"] for m in clean]).float()
-    distance_after = (after - target).flatten(1).norm(dim=1).sum()
-    distance_before = (before - target).flatten(1).norm(dim=1).sum()
-    ratio = float(distance_after / distance_before.clamp_min(1e-12))
-    return PurificationResult(ratio, before.cpu(), after.cpu(), target.cpu())
+    target_after = torch.cat([m["purified"] for m in clean]).float()
+    ratio = _distance(after, target) / max(_distance(before, target), 1e-12)
+    relative_after = _distance(after, target_after) / max(_size(target_after), 1e-12)
+    relative_before = _distance(before, target) / max(_size(target), 1e-12)
+    relative_ratio = relative_after / max(relative_before, 1e-12)
+    return PurificationResult(
+        ratio, relative_ratio, before.cpu(), after.cpu(), target.cpu(), target_after.cpu()
+    )
+
+
+def _distance(features: torch.Tensor, target: torch.Tensor) -> float:
+    """Σ_t ‖features_t − target_t‖ over frames (dimension 0)."""
+    return float((features - target).flatten(1).norm(dim=1).sum())
+
+
+def _size(features: torch.Tensor) -> float:
+    """Σ_t ‖features_t‖ over frames (dimension 0)."""
+    return float(features.flatten(1).norm(dim=1).sum())
 
 
 def tsne_image(result: PurificationResult, points: int = 5000, size: int = 512, seed: int = 0):
@@ -119,6 +145,9 @@ class Purification(pl.Callback):
         if result is None:
             return
         pl_module.log("val/purification_ratio", result.ratio, batch_size=1, sync_dist=True)
+        pl_module.log(
+            "val/purification_relative_ratio", result.relative_ratio, batch_size=1, sync_dist=True
+        )
         self.last = result
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -28,6 +28,40 @@ def test_ratio_is_exactly_one_without_a_codec_and_measured_with_one():
     assert purification(coded, _batch(frames=1)) is None
 
 
+class _FeatureNet(torch.nn.Module):
+    """Stand-in network: its aligned features are the input frames' first channel pooled to 1/4;
+    its codec output is ``scale · aligned`` plus ``shift`` (clean run) or plus ``shift`` + 1
+    (degraded run)."""
+
+    noise_channel = True
+
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.scale, self.shift = scale, shift
+
+    def forward(self, lq, noise_level=None, return_maps=False):
+        aligned = torch.nn.functional.avg_pool2d(lq[0, :, :1], 4)[:, None]
+        offset = self.shift + float(noise_level.abs().sum() > 0)
+        maps = [{"aligned": a, "purified": self.scale * a + offset} for a in aligned]
+        return type("Out", (), {"maps": maps})()
+
+
+def test_relative_ratio_ignores_rescaling_and_sees_an_added_footprint():
+    batch = _batch()
+    plain = purification(_FeatureNet(scale=1.0, shift=0.0), {**batch, "sigma": torch.zeros(2)})
+    assert plain.ratio == pytest.approx(1.0) and plain.relative_ratio == pytest.approx(1.0)
+    rescaled = purification(_FeatureNet(scale=10.0, shift=0.0), {**batch, "sigma": torch.zeros(2)})
+    assert rescaled.ratio > 5 and rescaled.relative_ratio == pytest.approx(1.0)
+    # a degraded run that moves every purified feature by 1 on top: a footprint of its own
+    marked = purification(_FeatureNet(scale=1.0, shift=0.0), batch)
+    before = (marked.before - marked.clean).flatten(1).norm(dim=1).sum()
+    after = (marked.after - marked.clean_after).flatten(1).norm(dim=1).sum()
+    expected = (after / marked.clean_after.flatten(1).norm(dim=1).sum()) / (
+        before / marked.clean.flatten(1).norm(dim=1).sum()
+    )
+    assert marked.relative_ratio == pytest.approx(float(expected)) and marked.relative_ratio > 1
+
+
 def test_tsne_image_is_a_deterministic_scatter():
     pytest.importorskip("sklearn")
     torch.manual_seed(0)
