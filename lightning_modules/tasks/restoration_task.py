@@ -18,7 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from lightning_modules.tasks.finite_steps import STATE_KEY, FiniteStepGuard, check_finite_state
@@ -86,7 +86,7 @@ class RestorationTask(pl.LightningModule):
         rate_warmup_steps: after the delay, λ ramps linearly from 0 to ``rate_weight`` over these
             optimizer steps (0: full λ at once). Validation and test losses always use the full λ.
             A run too short for delay + warm-up gets both scaled down so that λ is full at half the
-            run (one warning): the default sample run still trains its entropy model.
+            run (logged): the default sample run still trains its entropy model.
         charbonnier_eps: ε of the Charbonnier distortion ``sqrt(d² + ε²)``.
         flow_lr_scale: learning-rate multiplier of ``net.flow``'s parameters (own param group).
         freeze_flow_steps: ``net.flow`` is not updated during the first N optimizer steps.
@@ -247,11 +247,10 @@ class RestorationTask(pl.LightningModule):
         if delay + warmup > 0 and math.isfinite(total) and delay + warmup >= total:
             scale = (total // 2) / (delay + warmup)
             self.rate_schedule = (int(delay * scale), int(warmup * scale))
-            rank_zero_warn(
+            rank_zero_info(  # expected in short runs (the default sample run): not a warning
                 f"RestorationTask: the rate delay + warm-up ({delay} + {warmup} steps) is not "
                 f"shorter than the run ({int(total)} steps); using {self.rate_schedule[0]} + "
-                f"{self.rate_schedule[1]} so that λ is full at half the run",
-                category=UserWarning,
+                f"{self.rate_schedule[1]} so that λ is full at half the run"
             )
         if flow_is_untrained(getattr(self.net, "flow", None)):
             rank_zero_warn(

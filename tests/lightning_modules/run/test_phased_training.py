@@ -124,5 +124,6 @@ def test_phased_experiment_runs_end_to_end(tmp_path):
     assert moved.max() < 1e-2 and flow["state_dict"][f"flow.{key}"].abs().max() > 0.05
     phase3 = read_checkpoint(tmp_path / "phase3_full" / "checkpoints" / "last.ckpt")
     assert phase3["run_config"]["model"]["task"]["rate_warmup_steps"] == 200
+    assert phase3["run_config"]["model"]["task"]["rate_delay_steps"] == 0  # recurrence trained
     assert any(k.startswith("net.codec.") for k in phase3["state_dict"])
     assert 0 < metric < 60  # best val/psnr of the last phase, what sweeps would read

@@ -5,6 +5,8 @@ task is tested independently of the real stages.
 """
 
 import functools
+import logging
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -178,13 +180,14 @@ def test_rate_delay_holds_lambda_at_zero_then_ramps(tmp_path):
         RestorationTask(StandInNet(), _adam(), rate_delay_steps=-1)
 
 
-def test_rate_schedule_longer_than_the_run_is_scaled_to_half_of_it(tmp_path):
+def test_rate_schedule_longer_than_the_run_is_scaled_to_half_of_it(tmp_path, caplog):
     task = RestorationTask(
         StandInNet(), _adam(), rate_weight=0.2, rate_delay_steps=30, rate_warmup_steps=10
     )
     trainer = tiny_trainer(tmp_path, max_steps=8, limit_val_batches=0)
-    with pytest.warns(UserWarning, match=r"\(30 \+ 10 steps\).*run \(8 steps\); using 3 \+ 1"):
+    with caplog.at_level(logging.INFO):
         trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+    assert re.search(r"\(30 \+ 10 steps\).*run \(8 steps\); using 3 \+ 1", caplog.text)
     assert task.rate_schedule == (3, 1)
     assert [task.rate_weight_at(s) for s in (2, 3, 4)] == pytest.approx([0.0, 0.0, 0.2])
     assert trainer.callback_metrics["train/rate_weight"].item() == pytest.approx(0.2)
