@@ -29,37 +29,39 @@ def test_ratio_is_exactly_one_without_a_codec_and_measured_with_one():
 
 
 class _FeatureNet(torch.nn.Module):
-    """Stand-in network: its aligned features are the input frames' first channel pooled to 1/4;
-    its codec output is ``scale · aligned`` plus ``shift`` (clean run) or plus ``shift`` + 1
-    (degraded run)."""
+    """Stand-in network: its aligned features are the frames' first channel pooled to 1/4; its
+    codec output is ``scale · aligned``, plus 1 in a degraded run (σ > 0) when ``mark``, or a
+    constant when ``constant``."""
 
     noise_channel = True
 
-    def __init__(self, scale, shift):
+    def __init__(self, scale=1.0, mark=False, constant=False):
         super().__init__()
-        self.scale, self.shift = scale, shift
+        self.scale, self.mark, self.constant = scale, mark, constant
 
     def forward(self, lq, noise_level=None, return_maps=False):
         aligned = torch.nn.functional.avg_pool2d(lq[0, :, :1], 4)[:, None]
-        offset = self.shift + float(noise_level.abs().sum() > 0)
-        maps = [{"aligned": a, "purified": self.scale * a + offset} for a in aligned]
+        purified = self.scale * aligned + float(self.mark and bool(noise_level.sum() > 0))
+        if self.constant:
+            purified = torch.ones_like(aligned)
+        maps = [{"aligned": a, "purified": p} for a, p in zip(aligned, purified)]
         return type("Out", (), {"maps": maps})()
 
 
-def test_relative_ratio_ignores_rescaling_and_sees_an_added_footprint():
-    batch = _batch()
-    plain = purification(_FeatureNet(scale=1.0, shift=0.0), {**batch, "sigma": torch.zeros(2)})
-    assert plain.ratio == pytest.approx(1.0) and plain.relative_ratio == pytest.approx(1.0)
-    rescaled = purification(_FeatureNet(scale=10.0, shift=0.0), {**batch, "sigma": torch.zeros(2)})
+def test_relative_ratio_known_answers():
+    noisy = _batch()
+    assert purification(_FeatureNet(), noisy).ratio == pytest.approx(1.0)
+    assert purification(_FeatureNet(), noisy).relative_ratio == pytest.approx(1.0)
+    rescaled = purification(_FeatureNet(scale=10.0), noisy)  # the plain ratio moves, not this
     assert rescaled.ratio > 5 and rescaled.relative_ratio == pytest.approx(1.0)
-    # a degraded run that moves every purified feature by 1 on top: a footprint of its own
-    marked = purification(_FeatureNet(scale=1.0, shift=0.0), batch)
-    before = (marked.before - marked.clean).flatten(1).norm(dim=1).sum()
-    after = (marked.after - marked.clean_after).flatten(1).norm(dim=1).sum()
-    expected = (after / marked.clean_after.flatten(1).norm(dim=1).sum()) / (
-        before / marked.clean.flatten(1).norm(dim=1).sum()
-    )
-    assert marked.relative_ratio == pytest.approx(float(expected)) and marked.relative_ratio > 1
+    assert purification(_FeatureNet(constant=True), noisy).relative_ratio == 0.0  # all removed
+    # Flat frames, clean 0.5 and degraded 0.6: before, the footprint is 0.1 / 0.5 = 0.2 of the
+    # clean features; a codec that adds 1 in the degraded run leaves (0.1 + 1) / 0.5 = 2.2.
+    flat = {"gt": torch.full((2, 3, 3, 32, 32), 0.5), "sigma": torch.full((2,), 30 / 255)}
+    flat["lq"] = flat["gt"] + 0.1
+    marked = purification(_FeatureNet(mark=True), flat)
+    assert marked.relative_ratio == pytest.approx(2.2 / 0.2, rel=1e-5)
+    assert marked.ratio == pytest.approx(1.1 / 0.1, rel=1e-5)  # same space here: the same answer
 
 
 def test_tsne_image_is_a_deterministic_scatter():
