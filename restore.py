@@ -544,8 +544,9 @@ def _restore_into(
         with progress_bar(cfg.progress) as progress:
             bar = progress.add_task("restore", total=len(frames))
             if restorer.streaming:  # every frame once, the state carried across the video
-                for frame in read_frames(frames):
-                    with latents.window(0, 1, 1) if latents else nullcontext():
+                for index, frame in enumerate(read_frames(frames)):
+                    coded = latents.window(0, 1, 1, past=index > 0) if latents else nullcontext()
+                    with coded:
                         writer.write(restorer(frame))
                     progress.advance(bar)
             else:
@@ -561,7 +562,14 @@ def _restore_into(
         writer.close()
         if latents is not None:
             latents.close()
-            log.info("latents: %d frames, %d bits: %s", latents.frames, latents.bits, latents.path)
+            log.info(
+                "latents: %d of %d frames coded (a frame without a past sends nothing), "
+                "%d bits: %s",
+                latents.entries,
+                latents.frames,
+                latents.bits,
+                latents.path,
+            )
     if writer.count == 0:
         raise InputError(f"input: '{source}' has no frames")
     return writer.count, run_cfg

@@ -136,9 +136,10 @@ class LatentFileWriter:
 
     ``with writer.window(first, count, length): <run the net on the window>`` codes every codec
     call of the run (each decoded again and checked), keeps the forward pass's calls (the last
-    ``length``: a bidirectional net codes its backward pass first, which is not written) and
-    writes those of frames ``first .. first + count - 1`` of the window (the others only warm up
-    the recurrence), numbered on from the previous window."""
+    ones: a bidirectional net codes its backward pass first, which is not written) and writes
+    those of frames ``first .. first + count - 1`` of the window (the others only warm up the
+    recurrence), numbered on from the previous window. A frame without a past (the first of a
+    run from a fresh state) has no codec call and so no entry: its number is skipped."""
 
     def __init__(self, path: str | Path, model: nn.Module, overwrite: bool = False) -> None:
         require_constriction()
@@ -151,17 +152,26 @@ class LatentFileWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.stream = open(self.path, "wb")  # noqa: SIM115  closed by close()
         write_header(self.stream, model)
-        self.frames = 0
+        self.frames = 0  # output frames seen
+        self.entries = 0  # frames written (those with a past)
         self.bits = 0
 
     @contextmanager
-    def window(self, first: int, count: int, length: int):
+    def window(self, first: int, count: int, length: int, past: bool = False):
+        """Code the codec calls of one run of the net on ``length`` frames and write those of
+        frames ``first .. first + count - 1``. ``past``: the run starts from a carried state
+        (streaming); otherwise its first frame has no past, so the codec does not run for it
+        and that frame gets no entry (nothing was sent)."""
         with LatentRecorder(self.codec, verify=True) as recorder:
             yield
-        for call in recorder.calls[-length:][first : first + count]:
-            write_frame(self.stream, self.frames, call.coded)
-            self.frames += 1
-            self.bits += call.coded.bits_y + call.coded.bits_z
+        coded_frames = length if past else length - 1  # the forward pass's calls come last
+        calls = recorder.calls[len(recorder.calls) - coded_frames :] if coded_frames > 0 else []
+        for offset, call in enumerate(calls, start=length - coded_frames):
+            if first <= offset < first + count:
+                write_frame(self.stream, self.frames + offset - first, call.coded)
+                self.entries += 1
+                self.bits += call.coded.bits_y + call.coded.bits_z
+        self.frames += count
 
     def close(self) -> None:
         self.stream.close()

@@ -11,7 +11,8 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
     x̃_t, α_t = blend(lq_t, G_t, σ)                 (optional; lq_t and 0 at t = 0)
     E_t     = restoration.encode(x̃_t, [σ map, G_t, N_t, m_t, α_t])
     A_t     = alignment(S_{t-1}, v̂_t)               warped state, 3 scales
-    P_t     = codec(A_t, context=E_t[2])            purified features + bits (optional)
+    P_t     = codec(A_t, context=E_t[2])            purified features + bits (optional; zeros
+                                                    and 0 bits at t = 0: no past to send)
     F_t[s]  = fusion[s](E_t[s], [P_t[s]])           attention (or plain concat) per scale
     out_t, S_t = restoration.decode(F_t, x̃_t)        out_t = x̃_t + residual
 
@@ -265,13 +266,15 @@ class VideoRestorationNet(nn.Module):
         encoded: list[Tensor],
         with_rate: bool = True,
     ) -> _Purified:
-        """Align the state by the refined flow, then the codec; zero features without a state.
-        ``with_rate=False``: the codec skips its likelihoods (0 bits, same features)."""
+        """Align the state by the refined flow, then the codec. Without a state (the first
+        frame) there is nothing to send: the temporal features are zeros, the codec does not run
+        (0 bits, no codec maps), as without a codec. ``with_rate=False``: the codec skips its
+        likelihoods (0 bits, same features)."""
+        zero = refined.new_zeros(())
         if state is None:
             aligned = [torch.zeros_like(e) for e in encoded]
-        else:
-            aligned = self.alignment(state, refined)
-        zero = refined.new_zeros(())
+            return _Purified(aligned, zero, zero, {}, aligned[2])
+        aligned = self.alignment(state, refined)
         if self.codec is None:
             return _Purified(list(aligned), zero, zero, {}, aligned[2])
         context = encoded[2] if getattr(self.codec, "context_channels", 1) else None

@@ -41,21 +41,37 @@ def test_written_frames_decode_back_with_the_same_model(tmp_path):
     writer = LatentFileWriter(tmp_path / "latents.bin", net)
     with writer.window(first=1, count=2, length=FRAMES):  # frames 1, 2 of the window
         _run(net, clip)
-    with writer.window(first=0, count=1, length=FRAMES):
+    with writer.window(first=0, count=1, length=FRAMES):  # frame 0: no past, nothing sent
         _run(net, clip)
     writer.close()
     frames = read_latent_file(tmp_path / "latents.bin", net)
-    assert [index for index, _ in frames] == [0, 1, 2]
+    assert [index for index, _ in frames] == [0, 1]  # output frame 2 has no entry
+    assert (writer.frames, writer.entries) == (3, 2)
     size = (tmp_path / "latents.bin").stat().st_size * 8
     assert writer.bits < size  # the payload is part of the file; headers come on top
     contexts = _contexts(net, clip)
-    for (_, coded), call in zip(frames, (1, 2, 0)):
+    assert len(contexts) == FRAMES - 1  # the codec runs for frames 1 .. T-1 only
+    for (_, coded), call in zip(frames, (0, 1)):  # window frames 1, 2 = codec calls 0, 1
         # padded to 48x64 (total stride 16), latent stride 4
         assert coded.y_shape == (1, 16, 12, 16) and coded.z_shape == (1, 16, 3, 4)
         z_hat = ec.decode_hyper_latents(net.codec, coded)
         assert z_hat.shape == coded.z_shape
         y_hat = ec.decode_latents(net.codec, coded, contexts[call])  # checksum passes
         assert torch.isfinite(y_hat).all()
+
+
+def test_streaming_writes_every_frame_but_the_first(tmp_path):
+    net = _net()
+    clip = torch.rand(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    writer = LatentFileWriter(tmp_path / "latents.bin", net)
+    state = None
+    for t in range(3):
+        with writer.window(0, 1, 1, past=t > 0), torch.no_grad():
+            _, state = net.step(clip[:, t], torch.tensor([0.1]), state, with_rate=True)
+    writer.close()
+    frames = read_latent_file(tmp_path / "latents.bin", net)
+    assert [index for index, _ in frames] == [1, 2]
+    assert (writer.frames, writer.entries) == (3, 2)
 
 
 def test_a_file_from_another_model_is_refused_by_its_hash(tmp_path):

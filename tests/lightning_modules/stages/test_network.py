@@ -1,5 +1,7 @@
 """Tests for the full network (propagation over a clip) and the variant presets."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -90,7 +92,8 @@ def test_rate_is_the_sum_of_the_codec_bit_maps():
     net = tiny("adaptive_q").eval()
     with torch.no_grad():
         out = net(clip(), sigma(), return_maps=True)
-    total = sum(m["bits"].sum() for m in out.maps)
+    assert "bits" not in out.maps[0]  # t = 0: nothing is coded
+    total = sum(m["bits"].sum() for m in out.maps[1:])
     torch.testing.assert_close(out.bits_y, total, rtol=1e-5, atol=1e-3)
 
 
@@ -146,7 +149,9 @@ def test_maps_only_when_asked(variant):
     out = net(clip(), sigma(), return_maps=True)  # grad enabled: maps must still be detached
     assert len(out.maps) == T
     expected_keys = FLOW_KEYS | (CODEC_KEYS if variant != "no_codec" else set())
-    for frame_maps in out.maps:
+    assert set(out.maps[0]) == FLOW_KEYS  # t = 0: no past, the codec does not run
+    assert (out.maps[0]["purified"] == 0).all()
+    for frame_maps in out.maps[1:]:
         assert set(frame_maps) == expected_keys
         assert all(not m.requires_grad for m in frame_maps.values())
         assert frame_maps["flow"].shape == (B, 2, H, W)
@@ -167,6 +172,31 @@ def test_single_frame_clip():
     with torch.no_grad():
         out = net(clip(t=1), sigma())
     assert out.restored.shape == (B, 1, 3, H, W)
+    assert out.bits_y.item() == 0 and out.bits_z.item() == 0  # nothing to send without a past
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_codec_runs_only_for_frames_with_a_past(bidirectional):
+    """Without a past there are no temporal features to send: one codec call per frame but the
+    first of each pass, and frame 0's output is the same with the codec as with a zero codec."""
+    net = tiny("adaptive_q", f"model.bidirectional={str(bidirectional).lower()}").eval()
+    calls = []
+    handle = net.codec.register_forward_hook(lambda m, args, out: calls.append(out.bits_y))
+    with torch.no_grad():
+        out = net(clip(), sigma())
+    handle.remove()
+    assert len(calls) == (T - 1) * (2 if bidirectional else 1)
+    torch.testing.assert_close(out.bits_y, sum(calls))
+    if not bidirectional:  # frame 0 sees no codec output: changing the codec cannot change it
+        net.codec.register_forward_hook(
+            lambda m, args, out: dataclasses.replace(
+                out, features=[torch.ones_like(f) for f in out.features]
+            )
+        )
+        with torch.no_grad():
+            changed = net(clip(), sigma()).restored
+        torch.testing.assert_close(changed[:, 0], out.restored[:, 0], rtol=0, atol=0)
+        assert not torch.allclose(changed[:, 1], out.restored[:, 1])
 
 
 def test_bad_inputs_raise_clear_errors():
