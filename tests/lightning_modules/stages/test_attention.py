@@ -61,7 +61,9 @@ def test_inference_path_equals_the_autograd_formula(n, batch, channels_last):
     with torch.no_grad():
         fusion.spatial_gate.bias.fill_(0.3)
         fusion.project.bias.normal_()
-    expected_gate = fusion.gate(cur, temporal)  # autograd on: the plain formula
+    # the plain formula: the 3x3 conv of the concatenation (both paths compute it by taps)
+    expected_gate = torch.sigmoid(fusion.spatial_gate(torch.cat([cur, *temporal], dim=1)))
+    torch.testing.assert_close(fusion.gate(cur, temporal), expected_gate, rtol=1e-5, atol=1e-6)
     expected = fusion(cur, temporal)
     assert expected.requires_grad
     if channels_last:
