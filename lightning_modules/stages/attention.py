@@ -19,7 +19,7 @@ split by input block,
     fused = (P_0·w_0) current + Σ_i g_i ⊙ ((P_i·w_i) temporal_i) + b,
     avgpool(g_i ⊙ temporal_i) = temporal_i · g_i / (h·w)      (a matrix-vector product)
 
-and the concatenations and the broadcast products at full resolution are skipped, which the CPU
+This skips the concatenations and the broadcast products at full resolution, which the CPU
 profile showed costing several times the fusion's FLOPs (issue 9); the output equals the autograd
 path up to float rounding (tested).
 

@@ -165,6 +165,11 @@ class LatentFileWriter:
         with LatentRecorder(self.codec, verify=True) as recorder:
             yield
         coded_frames = length if past else length - 1  # the forward pass's calls come last
+        if len(recorder.calls) < coded_frames:
+            raise RuntimeError(
+                f"save_latents: the net made {len(recorder.calls)} codec calls for a window of "
+                f"{length} frames (past={past}); expected at least {coded_frames}"
+            )
         calls = recorder.calls[len(recorder.calls) - coded_frames :] if coded_frames > 0 else []
         for offset, call in enumerate(calls, start=length - coded_frames):
             if first <= offset < first + count:

@@ -74,6 +74,14 @@ def test_streaming_writes_every_frame_but_the_first(tmp_path):
     assert (writer.frames, writer.entries) == (3, 2)
 
 
+def test_a_window_with_too_few_codec_calls_is_an_error(tmp_path):
+    writer = LatentFileWriter(tmp_path / "latents.bin", _net())
+    too_few = pytest.raises(RuntimeError, match="0 codec calls for a window of 1 frames")
+    with too_few, writer.window(0, 1, 1, past=True):
+        pass  # a frame with a past must have been coded
+    writer.close()
+
+
 def test_a_file_from_another_model_is_refused_by_its_hash(tmp_path):
     net = _net()
     clip = torch.rand(1, 2, 3, 32, 32)
