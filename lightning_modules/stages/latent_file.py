@@ -170,7 +170,7 @@ class LatentFileWriter:
                 f"save_latents: the net made {len(recorder.calls)} codec calls for a window of "
                 f"{length} frames (past={past}); expected at least {coded_frames}"
             )
-        calls = recorder.calls[len(recorder.calls) - coded_frames :] if coded_frames > 0 else []
+        calls = recorder.calls[len(recorder.calls) - coded_frames :]
         for offset, call in enumerate(calls, start=length - coded_frames):
             if first <= offset < first + count:
                 write_frame(self.stream, self.frames + offset - first, call.coded)
