@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pytorch_lightning.callbacks import Timer
 from torch.optim.lr_scheduler import LambdaLR
 
 SCHEDULER_INTERVALS = ("step", "epoch")
@@ -28,7 +27,6 @@ def warmup_cosine(
     warmup_steps: int = 0,
     total_steps: int | None = None,
     min_lr_ratio: float = 0.0,
-    time_fraction: Callable[[], float] | None = None,
 ) -> LambdaLR:
     """Linear warm-up then cosine decay, as a multiplier of every param group's base lr.
 
@@ -39,13 +37,9 @@ def warmup_cosine(
     with m = ``min_lr_ratio``. The first step already trains (factor 1 / warmup_steps, not 0).
     ``total_steps`` None is only allowed through :func:`build_scheduler`, which fills it in.
     A warm-up as long as the run or longer is shortened to a quarter of the run (one warning),
-    so short runs (``trainer.max_steps=4``) work with the presets' warm-up.
-
-    A run with no step bound (``total_steps`` = inf: only ``trainer.max_time`` ends it) decays
-    by wall-clock time instead: with ``time_fraction`` (() -> the share of the time budget
-    spent, e.g. :func:`time_budget_fraction`), the cosine's progress after the warm-up is
-    ``time_fraction()`` in place of the step fraction, so the rate reaches ``m`` when the budget
-    runs out. Without it such a run keeps the peak rate after the warm-up (one warning).
+    so short runs (``trainer.max_steps=4``) work with the presets' warm-up. An unbounded run
+    (``total_steps`` = inf: only ``trainer.max_time`` ends it) keeps the peak rate after the
+    warm-up (one warning).
     """
     if total_steps is None:
         raise ValueError(
@@ -56,21 +50,10 @@ def warmup_cosine(
         raise ValueError(f"warmup_cosine: warmup_steps must be >= 0, got {warmup_steps}")
     if total_steps < 1:
         raise ValueError(f"warmup_cosine: total_steps must be >= 1, got {total_steps}")
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"warmup_cosine: min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
-    if math.isinf(total_steps) and time_fraction is not None:
-
-        def time_factor(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            return _cosine(min(1.0, max(0.0, float(time_fraction()))), min_lr_ratio)
-
-        return LambdaLR(optimizer, time_factor)
     if math.isinf(total_steps):
         warnings.warn(
-            "warmup_cosine: the run has no step or time bound (set trainer.max_steps or "
-            "trainer.max_time for a cosine decay); the learning rate stays at its peak after "
-            "the warm-up",
+            "warmup_cosine: the run has no step bound (set trainer.max_steps for a cosine "
+            "decay); the learning rate stays at its peak after the warm-up",
             stacklevel=2,
         )
         return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(warmup_steps, 1)))
@@ -82,52 +65,28 @@ def warmup_cosine(
             stacklevel=2,
         )
         warmup_steps = shortened
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"warmup_cosine: min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
     decay_steps = total_steps - warmup_steps
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        return _cosine(min(1.0, (step - warmup_steps) / decay_steps), min_lr_ratio)
+        progress = min(1.0, (step - warmup_steps) / decay_steps)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
-
-
-def _cosine(progress: float, min_lr_ratio: float) -> float:
-    """m + (1 − m) · ½ (1 + cos(π · progress)), progress in [0, 1]."""
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def time_budget_fraction(trainer: Any) -> Callable[[], float] | None:
-    """() -> the share of ``trainer.max_time`` spent so far (Lightning's ``Timer``, which also
-    counts the time of a resumed run's earlier part), or None when the trainer has no time
-    budget."""
-    timers = [
-        callback
-        for callback in getattr(trainer, "callbacks", None) or []
-        if isinstance(callback, Timer) and callback.time_remaining() is not None
-    ]
-    if not timers:
-        return None
-    timer = timers[0]
-
-    def fraction() -> float:
-        elapsed = timer.time_elapsed()
-        return elapsed / max(elapsed + timer.time_remaining(), 1e-9)
-
-    return fraction
 
 
 def build_scheduler(
     factory: Callable[..., Any],
     optimizer: torch.optim.Optimizer,
     total_steps: int,
-    time_fraction: Callable[[], float] | None = None,
 ) -> Any:
     """Call a scheduler partial on ``optimizer``; fill its ``total_steps`` when left None.
 
     ``total_steps`` (e.g. ``trainer.estimated_stepping_batches``) is passed only when the
-    factory accepts such an argument and its bound value is missing or None; ``time_fraction``
-    likewise, and only when ``total_steps`` is infinite (a run bounded by time alone).
+    factory accepts such an argument and its bound value is missing or None.
     """
     try:
         params = inspect.signature(factory).parameters  # a partial's bound keywords are defaults
@@ -135,15 +94,7 @@ def build_scheduler(
         params = {}
     if "total_steps" in params and params["total_steps"].default in (None, inspect.Parameter.empty):
         total = float(total_steps)
-        if not math.isinf(total):
-            return factory(optimizer, total_steps=int(total))
-        if (
-            time_fraction is not None
-            and "time_fraction" in params
-            and (params["time_fraction"].default in (None, inspect.Parameter.empty))
-        ):
-            return factory(optimizer, total_steps=total, time_fraction=time_fraction)
-        return factory(optimizer, total_steps=total)
+        return factory(optimizer, total_steps=total if math.isinf(total) else int(total))
     return factory(optimizer)
 
 
@@ -193,14 +144,10 @@ def configure_optimizer_and_scheduler(
 ) -> dict[str, Any]:
     """``configure_optimizers``' return for ``optimizer`` and an optional scheduler partial,
     built by :func:`build_scheduler` with ``trainer.estimated_stepping_batches`` as its
-    ``total_steps`` and the trainer's time budget (:func:`time_budget_fraction`), both read only
-    when there is a scheduler."""
+    ``total_steps`` (read only when there is a scheduler)."""
     scheduler = None
     if scheduler_factory is not None:
         scheduler = build_scheduler(
-            scheduler_factory,
-            optimizer,
-            trainer.estimated_stepping_batches,
-            time_budget_fraction(trainer),
+            scheduler_factory, optimizer, trainer.estimated_stepping_batches
         )
     return lightning_optimizer_config(optimizer, scheduler, interval)

@@ -11,7 +11,6 @@ from lightning_modules.tasks.lr_schedules import (
     check_optimizer_arguments,
     configure_optimizer_and_scheduler,
     lightning_optimizer_config,
-    time_budget_fraction,
     warmup_cosine,
 )
 
@@ -105,55 +104,8 @@ def test_configure_reads_trainer_steps_only_with_a_scheduler():
 
 def test_an_unbounded_run_keeps_the_peak_rate_after_the_warm_up():
     opt = _optimizer()
-    with pytest.warns(UserWarning, match="no step or time bound"):
+    with pytest.warns(UserWarning, match="no step bound"):
         scheduler = build_scheduler(
             functools.partial(warmup_cosine, warmup_steps=2, total_steps=None), opt, math.inf
         )
     assert _lrs(opt, scheduler, 5) == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0])
-
-
-def test_a_run_bounded_by_time_alone_decays_with_the_time_spent():
-    spent = [0.0]
-    opt = _optimizer()
-    scheduler = build_scheduler(
-        functools.partial(warmup_cosine, warmup_steps=1, min_lr_ratio=0.1),
-        opt,
-        math.inf,
-        time_fraction=lambda: spent[0],
-    )
-    lrs = []
-    for fraction in (0.0, 0.0, 0.5, 1.0, 3.0):  # the warm-up step, then time decides
-        spent[0] = fraction
-        opt.step()
-        scheduler.step()
-        lrs.append(opt.param_groups[0]["lr"])
-    assert lrs == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
-    # a step-bounded run ignores the clock
-    opt = _optimizer()
-    bounded = build_scheduler(
-        functools.partial(warmup_cosine, warmup_steps=0), opt, 4, time_fraction=lambda: 1.0
-    )
-    assert _lrs(opt, bounded, 2) == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4))])
-
-
-def test_the_time_budget_is_read_from_the_trainers_timer():
-    import datetime
-
-    from pytorch_lightning.callbacks import Timer
-
-    class Trainer:
-        callbacks = [Timer(duration=datetime.timedelta(seconds=100))]
-        estimated_stepping_batches = math.inf
-
-    timer = Trainer.callbacks[0]
-    timer._offset = 25.0  # as after resuming a run that had spent 25 s
-    fraction = time_budget_fraction(Trainer())
-    assert fraction() == pytest.approx(0.25)
-    assert time_budget_fraction(type("NoTimer", (), {"callbacks": []})()) is None
-    opt = _optimizer()
-    config = configure_optimizer_and_scheduler(
-        opt, functools.partial(warmup_cosine, warmup_steps=0), Trainer()
-    )
-    opt.step()
-    config["lr_scheduler"]["scheduler"].step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
