@@ -101,7 +101,7 @@ class TemporalAttentionFusion(nn.Module):
         taps = None
         for i, block in enumerate(blocks):
             part = F.conv2d(block, taps_weight[:, i * self.channels : (i + 1) * self.channels])
-            taps = part if taps is None else taps + part
+            taps = part if taps is None else taps.add_(part)  # conv outputs: in place is safe
         padded = F.pad(taps.contiguous(), (1, 1, 1, 1))
         logits = self.spatial_gate.bias.view(1, n, 1, 1)
         for k in range(9):
@@ -131,9 +131,9 @@ class TemporalAttentionFusion(nn.Module):
         weights = weights.view(batch, 1, -1)  # (B, 1, C·(1+n)) over the projection's inputs
         kernel = self.project.weight.view(1, channels, -1) * weights  # (B, C, C·(1+n))
         blocks = kernel.split(channels, dim=2)
-        fused = _per_sample_1x1(current, blocks[0]) + self.project.bias.view(1, -1, 1, 1)
-        for i, t in enumerate(temporal):
-            fused = fused + gates[:, i : i + 1] * _per_sample_1x1(t, blocks[i + 1])
+        fused = _per_sample_1x1(current, blocks[0]).add_(self.project.bias.view(1, -1, 1, 1))
+        for i, t in enumerate(temporal):  # in place: no new full-size tensors (issue 9)
+            fused.addcmul_(gates[:, i : i + 1], _per_sample_1x1(t, blocks[i + 1]))
         return fused
 
 

@@ -28,7 +28,8 @@ from lightning_modules.stages.squeeze_excite import squeeze_excite_gate
 
 
 def _activation() -> nn.Module:
-    return nn.LeakyReLU(0.1)
+    # in place: every use follows a conv, whose backward does not need its output
+    return nn.LeakyReLU(0.1, inplace=True)
 
 
 class ChannelAttentionBlock(nn.Module):
@@ -50,7 +51,11 @@ class ChannelAttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.body(x)
-        return x + residual * self.excite(residual)
+        gate = self.excite(residual)
+        if torch.is_grad_enabled():
+            return torch.addcmul(x, residual, gate)
+        # inference: into the conv's fresh output, no new full-size tensor (issue 9)
+        return residual.mul_(gate).add_(x)
 
 
 def _cab_stack(channels: int, count: int, reduction: int) -> nn.Sequential:
@@ -172,4 +177,4 @@ class RestorationUNet(nn.Module):
         bias = merge_up @ up.bias + merge.bias
         height, width = skip.shape[2:]
         upsampled = F.conv_transpose2d(coarse, kernel, bias, stride=2)[:, :, :height, :width]
-        return upsampled + F.conv2d(skip, merge.weight[:, c:])
+        return F.conv2d(skip, merge.weight[:, c:]).add_(upsampled)

@@ -29,6 +29,21 @@ def test_cab_gate_scales_the_residual_per_channel():
     torch.testing.assert_close(cab(x), x + cab.body(x))
 
 
+def test_cab_inference_in_place_equals_the_autograd_path_and_keeps_its_input():
+    torch.manual_seed(0)
+    cab = ChannelAttentionBlock(8)
+    x = torch.randn(2, 8, 6, 5)
+    kept = x.clone()
+    expected = cab(x)  # autograd: x + residual · gate
+    assert expected.requires_grad
+    with torch.inference_mode():
+        got = cab(x)  # written into the body's output
+    torch.testing.assert_close(got, expected.detach())
+    torch.testing.assert_close(x, kept)  # the skip input is read, never written
+    expected.sum().backward()
+    assert all(p.grad is not None for p in cab.parameters())
+
+
 @pytest.mark.parametrize("size", [(16, 24), (13, 19), (1, 1), (6, 10)])
 def test_unet_sizes_and_residual_identity(size):
     torch.manual_seed(0)
