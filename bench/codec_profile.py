@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 
 from machine_info import describe_machine  # noqa: E402
 
+from lightning_modules.run.acceleration import set_channels_last  # noqa: E402
 from lightning_modules.run.compose import build_network  # noqa: E402
 from lightning_modules.stages.entropy_models import bits  # noqa: E402
 
@@ -61,8 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = build_network(args.preset, ["model/flow=dis"]).train()
-    net = net.to(memory_format=torch.channels_last)
+    net = set_channels_last(build_network(args.preset, ["model/flow=dis"]).train(), True)
     codec = net.codec
     if codec is None or getattr(codec, "chunks", 0) == 0:
         raise SystemExit(f"codec_profile: preset {args.preset!r} has no quantizing codec")
