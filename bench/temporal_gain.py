@@ -30,12 +30,15 @@ After training, on sequences not used in training, with σ = 30 noise (fixed see
 test clip 00002/0004 (7 frames, 448x256, in the official test list): PSNR of the
 recurrent output and of the same network run on each frame alone (zero temporal state) over
 frames 2..T, their difference (the temporal gain), and the bits per pixel of the latent (y and
-y+z). Prints a markdown table; ``--out FILE`` also writes it.
+y+z). With weight averaging on (``callbacks.ema``, the default) the trained network is the
+average, and a second row gives the same run's raw final weights. Prints a markdown table;
+``--out FILE`` also writes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -52,6 +55,7 @@ from hydra import initialize_config_dir  # noqa: E402
 
 import train  # noqa: E402
 from callbacks.purification import purification  # noqa: E402
+from callbacks.weight_ema import WarmupEMA  # noqa: E402
 from datamodules.datasets.folder import scan_folder  # noqa: E402
 from datamodules.datasets.set8 import scan_set8  # noqa: E402
 from datamodules.datasets.vimeo import scan_vimeo  # noqa: E402
@@ -170,7 +174,9 @@ def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> di
     }
 
 
-def run_config(name: str, args: argparse.Namespace) -> dict:
+def run_config(name: str, args: argparse.Namespace) -> list[dict]:
+    """Train one configuration, then its held-out results: one row, and a second for the raw
+    final weights when the run validated an average of them (``callbacks.ema``)."""
     out_dir = args.work_dir / name
     overrides = [*run_overrides(args, out_dir), *CONFIGS[name]]
     if name != "no_codec_zero":
@@ -188,11 +194,21 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
         "val_temporal_gain_db": metrics.get("val/temporal_gain_db", float("nan")),
         "val_psnr": metrics.get("val/psnr", float("nan")),
     }
+    sequences = held_out_sequences(args.data_root)
     net = objects["model"].net.to(args.device).eval()
-    for sequence, frames in held_out_sequences(args.data_root).items():
+    for sequence, frames in sequences.items():
         result[sequence] = temporal_gain(net, frames, args.device)
-    (args.work_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
-    return result
+    results = [result]
+    averaging = [c for c in objects["trainer"].callbacks if isinstance(c, WarmupEMA)]
+    if averaging and averaging[0].final_weights is not None:  # the same run's raw weights too
+        raw = copy.deepcopy(objects["model"])
+        raw.load_state_dict(averaging[0].final_weights)
+        raw_net = raw.net.to(args.device).eval()
+        raw_result = {**result, "config": f"{name} (raw weights)"}
+        raw_result.update({s: temporal_gain(raw_net, f, args.device) for s, f in sequences.items()})
+        results.append(raw_result)
+    (args.work_dir / f"{name}.json").write_text(json.dumps(results, indent=1))
+    return results
 
 
 def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> list[dict]:
@@ -304,7 +320,7 @@ def main() -> None:
         if args.out is not None:
             args.out.write_text(text)
         return
-    results = [run_config(name, args) for name in args.configs]
+    results = [row for name in args.configs for row in run_config(name, args)]
     text = (
         f"Temporal gain after {args.minutes:g} min"
         f"{f' or {args.max_steps} steps' if args.max_steps else ''} of training per config "
