@@ -30,8 +30,8 @@ After training, on sequences not used in training, with σ = 30 noise (fixed see
 test clip 00002/0004 (7 frames, 448x256, in the official test list): PSNR of the
 recurrent output and of the same network run on each frame alone (zero temporal state) over
 frames 2..T, their difference (the temporal gain), and the bits per pixel of the latent (y and
-y+z). With weight averaging on (``callbacks.ema``, the default) the trained network is the
-average, and a second row gives the same run's raw final weights. Prints a markdown table;
+y+z). With weight averaging on (``--overrides 'callbacks=[ema,default]'``) the trained network
+is the average, and a second row gives the same run's raw final weights. Prints a markdown table;
 ``--out FILE`` also writes it.
 """
 
@@ -176,7 +176,7 @@ def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> di
 
 def run_config(name: str, args: argparse.Namespace) -> list[dict]:
     """Train one configuration, then its held-out results: one row, and a second for the raw
-    final weights when the run validated an average of them (``callbacks.ema``)."""
+    final weights when the run validated an average of them (``callbacks=[ema,default]``)."""
     out_dir = args.work_dir / name
     overrides = [*run_overrides(args, out_dir), *CONFIGS[name]]
     if name != "no_codec_zero":

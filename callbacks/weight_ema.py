@@ -4,10 +4,11 @@ After every optimizer step n (counting from 0) the average θ̄ moves towards th
 
     θ̄ ← θ̄ + (1 − d_n)(θ − θ̄),    d_n = min(decay, (1 + n) / (10 + n))
 
-so the average follows the weights closely at first (d_0 = 0.1) and reaches ``decay`` after
-about 10 / (1 − decay) steps. Lightning's ``EMAWeightAveraging`` uses a fixed ``decay``: with
-0.999, a 1000-step CPU run's average would still weigh its first, untrained steps by e⁻¹; the
-warm-up (the form used by timm's ModelEmaV2 and TensorFlow's ExponentialMovingAverage with
+(the first update copies θ), so the average follows the weights closely at first (d_1 = 2/11)
+and reaches ``decay`` after about 9 / (1 − decay) steps: a 1200-step CPU run ends with
+d ≈ 0.993, i.e. an average over its last ~130 steps. Lightning's ``EMAWeightAveraging`` uses a
+fixed ``decay``: with 0.999, a 1000-step run's average would still weigh its first, untrained
+weights by e⁻¹. That warm-up (the form of TensorFlow's ExponentialMovingAverage with
 ``num_updates``) is why this subclass exists. Everything else is Lightning's ``WeightAveraging``:
 validation runs with the average, the average replaces the weights when training ends, and
 checkpoints hold the average as ``state_dict`` (so eval.py and restore.py use it) with the
