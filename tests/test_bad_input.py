@@ -234,6 +234,10 @@ CASES: dict[str, Case] = {
     "text for a trainer number": Case(
         lambda d, c: _train("trainer.max_steps=abc"), ("trainer.max_steps", "expected int", "abc")
     ),
+    "weight-averaging decay out of range": Case(
+        lambda d, c: _train("callbacks=[ema,default]", "callbacks.ema.decay=2"),
+        ("callbacks.ema.decay", "(0, 1)", "got 2"),
+    ),
     "wrong type for restore's chunk_size": Case(
         lambda d, c: ("restore.py", ["chunk_size=1.5x"]), ("chunk_size", "Integer")
     ),
