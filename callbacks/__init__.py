@@ -1,5 +1,5 @@
-"""Lightning callbacks (they only read the model): restoration strips, codec maps, flow views,
-the temporal gain, the codec's purification ratio and step timing."""
+"""Lightning callbacks: restoration strips, codec maps, flow views, the temporal gain, the
+codec's purification ratio and step timing (they only read the model), and the weight EMA."""
 
 from callbacks.codec_maps import CodecMaps
 from callbacks.flow_views import FlowViews
@@ -8,6 +8,7 @@ from callbacks.purification import Purification
 from callbacks.restoration_strips import RestorationStrips
 from callbacks.step_timing import StepTiming
 from callbacks.temporal_gain import TemporalGain
+from callbacks.weight_ema import WarmupEMA
 
 __all__ = [
     "CodecMaps",
@@ -16,5 +17,6 @@ __all__ = [
     "RestorationStrips",
     "StepTiming",
     "TemporalGain",
+    "WarmupEMA",
     "log_images",
 ]
