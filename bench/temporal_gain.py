@@ -38,7 +38,6 @@ is the average, and a second row gives the same run's raw final weights. Prints 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -201,11 +200,9 @@ def run_config(name: str, args: argparse.Namespace) -> list[dict]:
     results = [result]
     averaging = [c for c in objects["trainer"].callbacks if isinstance(c, WarmupEMA)]
     if averaging and averaging[0].final_weights is not None:  # the same run's raw weights too
-        raw = copy.deepcopy(objects["model"])
-        raw.load_state_dict(averaging[0].final_weights)
-        raw_net = raw.net.to(args.device).eval()
+        objects["model"].load_state_dict(averaging[0].final_weights)
         raw_result = {**result, "config": f"{name} (raw weights)"}
-        raw_result.update({s: temporal_gain(raw_net, f, args.device) for s, f in sequences.items()})
+        raw_result.update({s: temporal_gain(net, f, args.device) for s, f in sequences.items()})
         results.append(raw_result)
     (args.work_dir / f"{name}.json").write_text(json.dumps(results, indent=1))
     return results

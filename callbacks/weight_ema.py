@@ -36,10 +36,10 @@ def warmup_ema_update(
     averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor, decay: float
 ) -> None:
     """The multi-tensor update θ̄ ← θ̄ + (1 − d_n)(θ − θ̄) with d_n as in the module docstring;
-    ``n`` is AveragedModel's ``n_averaged`` (a tensor on the averaged model's device). A
-    module-level function (bound to ``decay`` with functools.partial), so the callback pickles
-    for spawned DDP processes."""
-    n = n.to(averaged[0].device, torch.float32)
+    ``n`` is AveragedModel's ``n_averaged`` (an integer tensor, already on the averaged model's
+    device). A module-level function (bound to ``decay`` with functools.partial), so the
+    callback pickles for spawned DDP processes."""
+    n = n.float()
     weight = 1 - torch.clamp((1 + n) / (10 + n), max=decay)
     deltas = torch._foreach_sub(current, averaged)
     torch._foreach_mul_(deltas, weight)
@@ -52,7 +52,6 @@ class WarmupEMA(WeightAveraging):
     def __init__(self, decay: float = 0.999, **kwargs) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"callbacks.ema.decay: expected a value in (0, 1), got {decay}")
-        self.decay = decay
         self.final_weights: dict[str, torch.Tensor] | None = None
         super().__init__(multi_avg_fn=partial(warmup_ema_update, decay=decay), **kwargs)
 

@@ -70,7 +70,8 @@ def expected_average(trajectory: list[torch.Tensor], decay: float) -> torch.Tens
 def test_fit_validates_and_ends_with_the_average(tmp_path):
     torch.manual_seed(0)
     model = Regression()
-    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[WarmupEMA(decay=0.5)])
+    ema = WarmupEMA(decay=0.5)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[ema])
     trainer.fit(model, loader(), loader())
     average = expected_average(model.trajectory, decay=0.5)
     assert len(model.trajectory) == 8
@@ -78,7 +79,6 @@ def test_fit_validates_and_ends_with_the_average(tmp_path):
     assert torch.allclose(model.layer.weight, average, atol=1e-6)
     # the second validation (after step 8) ran with the average of the 8 steps
     assert torch.allclose(model.validated[-1], average, atol=1e-6)
-    ema = trainer.callbacks[0]
     assert torch.equal(ema.final_weights["layer.weight"], model.trajectory[-1])
     trainer.save_checkpoint(tmp_path / "after.ckpt")  # written after training: both weight sets
     saved = torch.load(tmp_path / "after.ckpt", weights_only=True)
