@@ -1,16 +1,24 @@
 """Attention stage: fuse current-frame features with purified temporal features.
 
-Contract (one scale): ``fusion(current, temporal) -> fused``, with ``current`` (B, C, h, w) and
-``temporal`` a list of ``num_temporal`` tensors of the same shape (one per propagation direction).
+Contract (one scale): ``fusion(current, temporal, hint=None) -> fused``, with ``current``
+(B, C, h, w), ``temporal`` a list of ``num_temporal`` tensors of the same shape (one per
+propagation direction) and, for a module built with ``hint_channels`` > 0, ``hint`` a list of
+``num_temporal`` (B, hint_channels, h, w) measurements of how well each temporal map is aligned
+(``alignment_hint.py``).
 
 :class:`TemporalAttentionFusion` decides how much temporal information to trust:
 
-    g_i   = sigmoid(Conv3x3([current, temporal_1..n]))_i      # spatial gate, one per map, in [0, 1]
+    g_i   = sigmoid(Conv3x3([current, temporal_1..n, hint_1..n]))_i   # spatial gate, in [0, 1]
     x     = [current, g_1 * temporal_1, ..., g_n * temporal_n]
     w     = sigmoid(W_2 relu(W_1 avgpool(x)))                 # channel attention (squeeze-excite)
     fused = Conv1x1(w * x)                                    # back to C channels
 
-:class:`ConcatFusion` is the ablation without attention: ``fused = Conv1x1([current, temporal])``.
+:class:`ConcatFusion` is the ablation without attention: ``fused = Conv1x1([current, temporal,
+hint])``.
+
+The gate's weights on the hint start at −1 on the centre tap and 0 elsewhere: the hint channels
+measure distrust (0 where the past agrees), so at initialisation the gate is the hint-less gate
+where the alignment is good and closes where it is not; training takes it from there.
 
 Without autograd the attention fusion runs the same formula without building ``x``: the 1x1
 projection is linear and each gate g_i is one scalar per pixel, so with P = [P_0, P_1..n]
@@ -38,8 +46,15 @@ from torch import nn
 from lightning_modules.stages.squeeze_excite import squeeze_excite_gate
 
 
-def _check_inputs(current: torch.Tensor, temporal: list[torch.Tensor], channels: int, n: int):
-    """Raise one clear error when ``current``/``temporal`` do not match the module's shape."""
+def _check_inputs(
+    current: torch.Tensor,
+    temporal: list[torch.Tensor],
+    channels: int,
+    n: int,
+    hint: list[torch.Tensor] | None = None,
+    hint_channels: int = 0,
+):
+    """Raise one clear error when ``current``/``temporal``/``hint`` do not match the module."""
     if current.ndim != 4 or current.shape[1] != channels:
         raise ValueError(
             f"current: expected (B, {channels}, h, w), got shape {tuple(current.shape)}"
@@ -53,6 +68,27 @@ def _check_inputs(current: torch.Tensor, temporal: list[torch.Tensor], channels:
                 f"temporal[{i}]: expected shape {tuple(current.shape)} (like current), "
                 f"got {tuple(t.shape)}"
             )
+    if hint_channels == 0:
+        if hint is not None:
+            raise ValueError("hint: this fusion was built with hint_channels=0; pass hint=None")
+        return
+    expected = (current.shape[0], hint_channels, *current.shape[2:])
+    if not isinstance(hint, list | tuple) or len(hint) != n:
+        got = len(hint) if isinstance(hint, list | tuple) else type(hint).__name__
+        raise ValueError(f"hint: expected a list of {n} tensors of shape {expected}, got {got}")
+    for i, h in enumerate(hint):
+        if tuple(h.shape) != expected:
+            raise ValueError(f"hint[{i}]: expected shape {expected}, got {tuple(h.shape)}")
+
+
+def _init_hint_weights(conv: nn.Conv2d, first_hint_input: int, hint_channels: int, n: int):
+    """Zero the gate's weights on the hint inputs except −1 on the centre tap of each temporal
+    map's own hint (module docstring)."""
+    with torch.no_grad():
+        conv.weight[:, first_hint_input:].zero_()
+        for i in range(n):
+            start = first_hint_input + i * hint_channels
+            conv.weight[i, start : start + hint_channels, 1, 1] = -1.0
 
 
 def _per_sample_1x1(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -73,24 +109,36 @@ def _per_sample_1x1(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 class TemporalAttentionFusion(nn.Module):
     """Spatial gate per temporal map + squeeze-excite channel attention + 1x1 projection."""
 
-    def __init__(self, channels: int, num_temporal: int = 1, reduction: int = 4):
+    def __init__(
+        self, channels: int, num_temporal: int = 1, reduction: int = 4, hint_channels: int = 0
+    ):
         super().__init__()
-        if channels < 1 or num_temporal < 1 or reduction < 1:
+        if channels < 1 or num_temporal < 1 or reduction < 1 or hint_channels < 0:
             raise ValueError(
-                "TemporalAttentionFusion: channels, num_temporal and reduction must be >= 1, "
-                f"got {channels}, {num_temporal}, {reduction}"
+                "TemporalAttentionFusion: channels, num_temporal and reduction must be >= 1 and "
+                f"hint_channels >= 0, got {channels}, {num_temporal}, {reduction}, {hint_channels}"
             )
         self.channels = channels
         self.num_temporal = num_temporal
+        self.hint_channels = hint_channels
         total = channels * (1 + num_temporal)
-        self.spatial_gate = nn.Conv2d(total, num_temporal, 3, padding=1)
+        self.spatial_gate = nn.Conv2d(
+            total + num_temporal * hint_channels, num_temporal, 3, padding=1
+        )
+        if hint_channels:
+            _init_hint_weights(self.spatial_gate, total, hint_channels, num_temporal)
         self.channel_gate = squeeze_excite_gate(total, reduction)
         self.project = nn.Conv2d(total, channels, 1)
 
-    def gate(self, current: torch.Tensor, temporal: list[torch.Tensor]) -> torch.Tensor:
+    def gate(
+        self,
+        current: torch.Tensor,
+        temporal: list[torch.Tensor],
+        hint: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Per-pixel trust in each temporal map: (B, num_temporal, h, w), values in [0, 1]."""
-        _check_inputs(current, temporal, self.channels, self.num_temporal)
-        return torch.sigmoid(self._gate_logits_by_taps([current, *temporal]))
+        _check_inputs(current, temporal, self.channels, self.num_temporal, hint, self.hint_channels)
+        return torch.sigmoid(self._gate_logits_by_taps([current, *temporal, *(hint or [])]))
 
     def _gate_logits_by_taps(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         """``spatial_gate(cat(blocks))`` as 1x1 convs to the 9 taps and a shifted sum."""
@@ -99,9 +147,12 @@ class TemporalAttentionFusion(nn.Module):
         # (n, C_in, 3, 3) -> (9·n, C_in, 1, 1), tap-major: rows k·n .. k·n+n-1 are tap k
         taps_weight = self.spatial_gate.weight.permute(2, 3, 0, 1).reshape(9 * n, -1, 1, 1)
         taps = None
-        for i, block in enumerate(blocks):
-            part = F.conv2d(block, taps_weight[:, i * self.channels : (i + 1) * self.channels])
+        start = 0
+        for block in blocks:
+            end = start + block.shape[1]
+            part = F.conv2d(block, taps_weight[:, start:end])
             taps = part if taps is None else taps.add_(part)  # conv outputs: in place is safe
+            start = end
         padded = F.pad(taps.contiguous(), (1, 1, 1, 1))
         logits = self.spatial_gate.bias.view(1, n, 1, 1)
         for k in range(9):
@@ -109,8 +160,13 @@ class TemporalAttentionFusion(nn.Module):
             logits = logits + padded[:, k * n : (k + 1) * n, dy : dy + height, dx : dx + width]
         return logits
 
-    def forward(self, current: torch.Tensor, temporal: list[torch.Tensor]) -> torch.Tensor:
-        gates = self.gate(current, temporal)
+    def forward(
+        self,
+        current: torch.Tensor,
+        temporal: list[torch.Tensor],
+        hint: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        gates = self.gate(current, temporal, hint)
         if not torch.is_grad_enabled():
             return self._fused_inference(current, temporal, gates)
         gated = [t * gates[:, i : i + 1] for i, t in enumerate(temporal)]
@@ -140,17 +196,24 @@ class TemporalAttentionFusion(nn.Module):
 class ConcatFusion(nn.Module):
     """Fusion without attention (ablation): ``Conv1x1([current, temporal_1..n])``."""
 
-    def __init__(self, channels: int, num_temporal: int = 1):
+    def __init__(self, channels: int, num_temporal: int = 1, hint_channels: int = 0):
         super().__init__()
-        if channels < 1 or num_temporal < 1:
+        if channels < 1 or num_temporal < 1 or hint_channels < 0:
             raise ValueError(
-                f"ConcatFusion: channels and num_temporal must be >= 1, got {channels}, "
-                f"{num_temporal}"
+                f"ConcatFusion: channels and num_temporal must be >= 1 and hint_channels >= 0, "
+                f"got {channels}, {num_temporal}, {hint_channels}"
             )
         self.channels = channels
         self.num_temporal = num_temporal
-        self.project = nn.Conv2d(channels * (1 + num_temporal), channels, 1)
+        self.hint_channels = hint_channels
+        inputs = channels * (1 + num_temporal) + num_temporal * hint_channels
+        self.project = nn.Conv2d(inputs, channels, 1)
 
-    def forward(self, current: torch.Tensor, temporal: list[torch.Tensor]) -> torch.Tensor:
-        _check_inputs(current, temporal, self.channels, self.num_temporal)
-        return self.project(torch.cat([current, *temporal], dim=1))
+    def forward(
+        self,
+        current: torch.Tensor,
+        temporal: list[torch.Tensor],
+        hint: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        _check_inputs(current, temporal, self.channels, self.num_temporal, hint, self.hint_channels)
+        return self.project(torch.cat([current, *temporal, *(hint or [])], dim=1))

@@ -13,7 +13,8 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
     A_t     = alignment(S_{t-1}, v̂_t)               warped state, 3 scales
     P_t     = codec(A_t, context=E_t[2])            purified features + bits (optional; zeros
                                                     and 0 bits at t = 0: no past to send)
-    F_t[s]  = fusion[s](E_t[s], [P_t[s]])           attention (or plain concat) per scale
+    H_t     = alignment_hint(lq_t, lq_{t-1}, v̂_t)    (alignment_hint; zeros at t = 0)
+    F_t[s]  = fusion[s](E_t[s], [P_t[s]], [H_t[s]])  attention (or plain concat) per scale
     out_t, S_t = restoration.decode(F_t, x̃_t)        out_t = x̃_t + residual
 
 With ``guide_frame`` the previous restored frame, aligned, joins the encoder's input (3 more
@@ -23,7 +24,9 @@ frame, next to the feature-level state the codec purifies. With ``previous_input
 *degraded* frame, aligned, joins the encoder's input with its in-bounds mask (4 channels): its
 noise is independent of the current frame's, so the U-Net can average the two where they agree
 (what multi-frame denoisers such as FastDVDnet learn from), and the mask is 0 where the warp read
-outside the frame and at t = 0.
+outside the frame and at t = 0. With ``alignment_hint`` the fusion gates also get H_t, how much
+of the difference between lq_t and the aligned lq_{t-1} the noise cannot explain, and where the
+warp read outside the frame (``alignment_hint.py``), pooled to each scale.
 
 Bidirectional: a backward recurrence (t = T-1 .. 0, flow towards lq_{t+1}, its own fusion,
 shared stages, its own guide frames) first gives purified backward features Q_t; the forward
@@ -52,6 +55,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.stages.alignment_hint import HINT_CHANNELS, alignment_hint, hint_pyramid
 from lightning_modules.stages.attention import TemporalAttentionFusion
 from lightning_modules.stages.restoration import RestorationUNet
 from lightning_modules.stages.warp import flow_warp, in_bounds_mask
@@ -171,6 +175,7 @@ class VideoRestorationNet(nn.Module):
         guide_frame: bool = False,
         blend: nn.Module | None = None,
         previous_input: bool = False,
+        alignment_hint: bool = False,
     ):
         super().__init__()
         expected_extra = extra_input_channels(
@@ -193,12 +198,14 @@ class VideoRestorationNet(nn.Module):
         self.guide_frame = guide_frame
         self.blend = blend
         self.previous_input = previous_input
+        self.alignment_hint = alignment_hint
         num_temporal = 2 if bidirectional else 1
+        hint = {"hint_channels": HINT_CHANNELS} if alignment_hint else {}
         self.fusion = nn.ModuleList(
-            fusion(channels=c, num_temporal=num_temporal) for c in restoration.channels
+            fusion(channels=c, num_temporal=num_temporal, **hint) for c in restoration.channels
         )
         self.backward_fusion = (
-            nn.ModuleList(fusion(channels=c, num_temporal=1) for c in restoration.channels)
+            nn.ModuleList(fusion(channels=c, num_temporal=1, **hint) for c in restoration.channels)
             if bidirectional
             else None
         )
@@ -259,6 +266,24 @@ class VideoRestorationNet(nn.Module):
         encoded = self.restoration.encode(frame, torch.cat(extra, 1) if extra else None)
         return frame, encoded
 
+    def _hints(
+        self,
+        current: Tensor,
+        neighbour: Tensor | None,
+        refined: Tensor,
+        noise_map: Tensor | None,
+        encoded: list[Tensor],
+    ) -> list[Tensor | None]:
+        """H_t at each scale of ``encoded`` (zeros without a neighbour), or one None per scale
+        without ``alignment_hint``."""
+        if not self.alignment_hint:
+            return [None] * len(encoded)
+        hint = None
+        if neighbour is not None:
+            level = None if noise_map is None else noise_map[:, 0, 0, 0]
+            hint = alignment_hint(current, neighbour, refined, level)
+        return hint_pyramid(hint, [tuple(e.shape[2:]) for e in encoded], current)
+
     def _purify(
         self,
         state: list[Tensor] | None,
@@ -283,10 +308,12 @@ class VideoRestorationNet(nn.Module):
 
     def _backward_features(
         self, lq: Tensor, noise_map: Tensor | None
-    ) -> tuple[list[list[Tensor]], Tensor, Tensor]:
-        """Purified backward features Q_t for every frame, and the bits they cost."""
+    ) -> tuple[list[list[Tensor]], list[list[Tensor | None]], Tensor, Tensor]:
+        """Purified backward features Q_t for every frame, their alignment hints per scale
+        (None without ``alignment_hint``), and the bits they cost."""
         num_frames = lq.shape[1]
         purified_backward: list[list[Tensor]] = [[] for _ in range(num_frames)]
+        backward_hints: list[list[Tensor | None]] = [[] for _ in range(num_frames)]
         bits_y = bits_z = lq.new_zeros(())
         state = previous_out = None
         for t in reversed(range(num_frames)):
@@ -297,11 +324,16 @@ class VideoRestorationNet(nn.Module):
             step = self._purify(state, refined, encoded)
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             purified_backward[t] = step.features
+            hints = self._hints(
+                current, None if state is None else neighbour, refined, noise_map, encoded
+            )
+            backward_hints[t] = hints
             fused = [
-                fuse(e, [p]) for fuse, e, p in zip(self.backward_fusion, encoded, step.features)
+                fuse(e, [p], None if h is None else [h])
+                for fuse, e, p, h in zip(self.backward_fusion, encoded, step.features, hints)
             ]
             previous_out, state = self.restoration.decode(fused, frame)
-        return purified_backward, bits_y, bits_z
+        return purified_backward, backward_hints, bits_y, bits_z
 
     # ------------------------------------------------------------------ forward recurrence
     def init_state(self) -> StreamState:
@@ -316,10 +348,12 @@ class VideoRestorationNet(nn.Module):
         backward: list[Tensor] | None = None,
         with_rate: bool = True,
         given_flow: Tensor | None = None,
+        backward_hints: list[Tensor | None] | None = None,
     ) -> tuple[Tensor, StreamState, _Purified, Tensor, Tensor]:
         """One forward step t (module docstring): (out_t, state after t, purified step, flow,
-        refined flow). ``backward``: Q_t of a bidirectional net; ``with_rate``: see _purify;
-        ``given_flow``: v_t to use instead of the flow stage's."""
+        refined flow). ``backward``: Q_t of a bidirectional net, ``backward_hints`` its alignment
+        hints per scale; ``with_rate``: see _purify; ``given_flow``: v_t to use instead of the
+        flow stage's."""
         flow, refined = self._motion(state.features, current, state.previous_lq, given_flow)
         frame, encoded = self._encode(
             current, noise_map, state.previous_out, refined, state.previous_lq
@@ -328,7 +362,14 @@ class VideoRestorationNet(nn.Module):
         temporal = [[p] for p in purified.features]
         if backward is not None:
             temporal = [[p, q] for p, q in zip(purified.features, backward)]
-        fused = [fuse(e, tf) for fuse, e, tf in zip(self.fusion, encoded, temporal)]
+        previous = state.previous_lq if state.features is not None else None
+        hints = self._hints(current, previous, refined, noise_map, encoded)
+        temporal_hints: list[list[Tensor] | None] = [None if h is None else [h] for h in hints]
+        if backward_hints is not None and self.alignment_hint:
+            temporal_hints = [[h, g] for h, g in zip(hints, backward_hints)]
+        fused = [
+            fuse(e, tf, h) for fuse, e, tf, h in zip(self.fusion, encoded, temporal, temporal_hints)
+        ]
         restored, features = self.restoration.decode(fused, frame)
         return restored, StreamState(features, restored, current), purified, flow, refined
 
@@ -391,8 +432,9 @@ class VideoRestorationNet(nn.Module):
 
         bits_y = bits_z = lq.new_zeros(())
         backward: list[list[Tensor]] | None = None
+        backward_hints: list[list[Tensor | None]] | None = None
         if self.bidirectional:
-            backward, bits_y, bits_z = self._backward_features(lq, noise_map)
+            backward, backward_hints, bits_y, bits_z = self._backward_features(lq, noise_map)
 
         restored_frames: list[Tensor] = []
         restored_out = None if keep_graph else torch.empty_like(lq)
@@ -406,9 +448,10 @@ class VideoRestorationNet(nn.Module):
                 state,
                 None if backward is None else backward[t],
                 given_flow=None if flows is None else flows[:, t],
+                backward_hints=None if backward_hints is None else backward_hints[t],
             )
             if backward is not None:
-                backward[t] = []
+                backward[t] = backward_hints[t] = []
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             if restored_out is None:
                 restored_frames.append(restored)

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lightning_modules.stages.alignment_hint import window_mean
 
 
 class TemporalBlend(nn.Module):
@@ -79,10 +80,7 @@ class TemporalBlend(nn.Module):
         difference = guide - frame
         energy = self.detector == "excess_energy"
         disagreement = (difference.square() if energy else difference.abs()).mean(1, keepdim=True)
-        pad = self.window // 2
-        disagreement = F.avg_pool2d(
-            F.pad(disagreement, (pad, pad, pad, pad), mode="replicate"), self.window, stride=1
-        )
+        disagreement = window_mean(disagreement, self.window)
         sigma = frame.new_zeros(frame.shape[0], 1, 1, 1)
         if noise_level is not None:
             sigma = noise_level.reshape(-1, 1, 1, 1).to(frame)

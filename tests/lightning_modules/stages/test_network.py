@@ -48,6 +48,8 @@ GRADIENT_CASES = [
     ("adaptive_q", ["model.codec.context_channels=0"]),  # μ, σ, q from ẑ alone
     ("adaptive_q", ["model.previous_input=true"]),
     ("no_codec", ["model.previous_input=true", "model.bidirectional=true"]),
+    ("adaptive_q", ["model.alignment_hint=true"]),
+    ("no_codec", ["model.alignment_hint=true", "model.bidirectional=true", "model/fusion=concat"]),
 ]
 
 
@@ -130,8 +132,9 @@ def test_temporal_state_is_used():
     assert not torch.allclose(a[:, 1], b[:, 1])
 
 
-def test_inference_path_matches_autograd_path():
-    net = tiny("channel_q", "model.bidirectional=true").eval()
+@pytest.mark.parametrize("hint", [False, True])
+def test_inference_path_matches_autograd_path(hint):
+    net = tiny("channel_q", "model.bidirectional=true", f"model.alignment_hint={hint}").eval()
     lq = clip(h=13, w=21)  # sizes not divisible by 4 run too
     with torch.no_grad():
         fast = net(lq, sigma())
@@ -358,3 +361,25 @@ def test_given_flows_bad_shape_or_bidirectional_net():
         tiny("no_codec", "model.bidirectional=true")(
             clip(), sigma(), flows=torch.zeros(B, T, 2, H, W)
         )
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_alignment_hint_reaches_the_gates_only_where_the_past_disagrees(bidirectional):
+    """On a static noiseless clip (zero flow explains every frame) the hint is 0, so the hint's
+    gate weights change nothing; on a clip whose frames differ they change the output."""
+    overrides = ["model/flow=zero", "model/mv_refine=none", "model.alignment_hint=true"]
+    net = tiny("no_codec", *overrides, f"model.bidirectional={str(bidirectional).lower()}")
+    net.eval()
+    static = clip()[:, :1].expand(B, T, 3, H, W).contiguous()
+    moving = clip()
+    fusions = [*net.fusion, *(net.backward_fusion or [])]
+    with torch.no_grad():
+        before_static, before_moving = (net(x, sigma()).restored for x in (static, moving))
+        for fusion in fusions:  # weights on the hint inputs: the last 2 per temporal map
+            num_hint_inputs = 2 * fusion.num_temporal
+            fusion.spatial_gate.weight[:, -num_hint_inputs:].normal_(0.0, 5.0)
+        after_static, after_moving = (net(x, sigma()).restored for x in (static, moving))
+    torch.testing.assert_close(after_static, before_static)
+    assert not torch.allclose(after_moving[:, 1:], before_moving[:, 1:])
+    if not bidirectional:  # forward, frame 0 has no past (bidirectional: frame 1 is its past)
+        torch.testing.assert_close(after_moving[:, 0], before_moving[:, 0])

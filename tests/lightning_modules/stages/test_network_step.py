@@ -26,6 +26,7 @@ def clip(seed=1):
         ("adaptive_q", []),
         ("no_codec", ["model/blend=recursive"]),
         ("no_codec", ["model.previous_input=true"]),
+        ("adaptive_q", ["model.alignment_hint=true"]),
         ("fixed_q", ["model.noise_channel=false"]),
     ],
 )
