@@ -30,7 +30,7 @@ bench:  ## print FLOPs / inference and training speed / data throughput figures
 SHARED_DATA ?= ../shared/data
 # What bench/device_checks.sh needs on a lent GPU machine that its image lacks (see that script):
 # the wheels (Python 3.12, x86-64; the versions of this .venv) and the shared frames it reads.
-device-kit:  ## wheels + shared frames for bench/device_checks.sh -> .whl/, .device_data/ (~64 MB)
+device-kit:  ## wheels + shared frames for bench/device_checks.sh -> .whl/, .device_data/ (~57 MB)
 	rm -rf .whl .device_data && mkdir -p .whl .device_data/set8 .device_data/tennis_videnn
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
