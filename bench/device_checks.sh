@@ -16,7 +16,9 @@
 #   gain:  bench/temporal_gain.py with --minutes ${GAIN_MINUTES:-2} per configuration
 #          (adaptive_q_flow, no_codec_flow, no_codec_zero; batch 8, 128² patches), about
 #          3 x (GAIN_MINUTES + 1) minutes.
-# Without an argument both run; a 15-minute lease fits one whole run plus one rerun of a section.
+# Each section fits one 10-minute command, both together do not: on the device run them as two
+# calls, `speed` then `gain` (~13 minutes of a 15-minute lease with the machine's start). Without
+# an argument both run, one after the other (the CPU dry run below).
 # Dry run on a CPU first (minutes; small sizes, few steps):
 #   PYTHON=.venv/bin/python DEVICE=cpu MODES=fp32 STEPS=2 GAIN_MINUTES=0.3 INFER_ARGS="--sizes 64x96
 #     --frames 3 --repeats 1 --no-scaling" bash bench/device_checks.sh

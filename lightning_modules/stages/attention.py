@@ -106,21 +106,33 @@ def _per_sample_1x1(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return grouped.view(batch, c_out, height, width)
 
 
-class TemporalAttentionFusion(nn.Module):
+class _Fusion(nn.Module):
+    """What both fusions share: the sizes of their inputs, checked on construction and per call."""
+
+    def __init__(self, channels: int, num_temporal: int, hint_channels: int):
+        super().__init__()
+        if channels < 1 or num_temporal < 1 or hint_channels < 0:
+            raise ValueError(
+                f"{type(self).__name__}: channels and num_temporal must be >= 1 and "
+                f"hint_channels >= 0, got {channels}, {num_temporal}, {hint_channels}"
+            )
+        self.channels = channels
+        self.num_temporal = num_temporal
+        self.hint_channels = hint_channels
+
+    def _check(self, current, temporal, hint) -> None:
+        _check_inputs(current, temporal, self.channels, self.num_temporal, hint, self.hint_channels)
+
+
+class TemporalAttentionFusion(_Fusion):
     """Spatial gate per temporal map + squeeze-excite channel attention + 1x1 projection."""
 
     def __init__(
         self, channels: int, num_temporal: int = 1, reduction: int = 4, hint_channels: int = 0
     ):
-        super().__init__()
-        if channels < 1 or num_temporal < 1 or reduction < 1 or hint_channels < 0:
-            raise ValueError(
-                "TemporalAttentionFusion: channels, num_temporal and reduction must be >= 1 and "
-                f"hint_channels >= 0, got {channels}, {num_temporal}, {reduction}, {hint_channels}"
-            )
-        self.channels = channels
-        self.num_temporal = num_temporal
-        self.hint_channels = hint_channels
+        super().__init__(channels, num_temporal, hint_channels)
+        if reduction < 1:
+            raise ValueError(f"TemporalAttentionFusion: reduction must be >= 1, got {reduction}")
         total = channels * (1 + num_temporal)
         self.spatial_gate = nn.Conv2d(
             total + num_temporal * hint_channels, num_temporal, 3, padding=1
@@ -137,7 +149,7 @@ class TemporalAttentionFusion(nn.Module):
         hint: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Per-pixel trust in each temporal map: (B, num_temporal, h, w), values in [0, 1]."""
-        _check_inputs(current, temporal, self.channels, self.num_temporal, hint, self.hint_channels)
+        self._check(current, temporal, hint)
         return torch.sigmoid(self._gate_logits_by_taps([current, *temporal, *(hint or [])]))
 
     def _gate_logits_by_taps(self, blocks: list[torch.Tensor]) -> torch.Tensor:
@@ -193,19 +205,11 @@ class TemporalAttentionFusion(nn.Module):
         return fused
 
 
-class ConcatFusion(nn.Module):
-    """Fusion without attention (ablation): ``Conv1x1([current, temporal_1..n])``."""
+class ConcatFusion(_Fusion):
+    """Fusion without attention (ablation): ``Conv1x1([current, temporal_1..n, hint_1..n])``."""
 
     def __init__(self, channels: int, num_temporal: int = 1, hint_channels: int = 0):
-        super().__init__()
-        if channels < 1 or num_temporal < 1 or hint_channels < 0:
-            raise ValueError(
-                f"ConcatFusion: channels and num_temporal must be >= 1 and hint_channels >= 0, "
-                f"got {channels}, {num_temporal}, {hint_channels}"
-            )
-        self.channels = channels
-        self.num_temporal = num_temporal
-        self.hint_channels = hint_channels
+        super().__init__(channels, num_temporal, hint_channels)
         inputs = channels * (1 + num_temporal) + num_temporal * hint_channels
         self.project = nn.Conv2d(inputs, channels, 1)
 
@@ -215,5 +219,5 @@ class ConcatFusion(nn.Module):
         temporal: list[torch.Tensor],
         hint: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        _check_inputs(current, temporal, self.channels, self.num_temporal, hint, self.hint_channels)
+        self._check(current, temporal, hint)
         return self.project(torch.cat([current, *temporal, *(hint or [])], dim=1))

@@ -96,6 +96,11 @@ def noise_map(lq: Tensor, noise_level: Tensor | None, noise_channel: bool) -> Te
     return level.view(batch, 1, 1, 1).expand(batch, 1, height, width)
 
 
+def noise_level_of(noise_map: Tensor | None) -> Tensor | None:
+    """The (B,) σ a constant σ map (B, 1, H, W) holds; None without one."""
+    return None if noise_map is None else noise_map[:, 0, 0, 0]
+
+
 def extra_input_channels(
     noise_channel: bool, guide_frame: bool, blend: bool, previous_input: bool
 ) -> int:
@@ -260,8 +265,7 @@ class VideoRestorationNet(nn.Module):
         if self.blend is not None:
             weight = current.new_zeros(current.shape[0], 1, *current.shape[2:])
             if previous_out is not None:
-                level = None if noise_map is None else noise_map[:, 0, 0, 0]
-                frame, weight = self.blend(current, guide, level)
+                frame, weight = self.blend(current, guide, noise_level_of(noise_map))
             extra.append(weight)
         encoded = self.restoration.encode(frame, torch.cat(extra, 1) if extra else None)
         return frame, encoded
@@ -280,8 +284,7 @@ class VideoRestorationNet(nn.Module):
             return [None] * len(encoded)
         hint = None
         if neighbour is not None:
-            level = None if noise_map is None else noise_map[:, 0, 0, 0]
-            hint = alignment_hint(current, neighbour, refined, level)
+            hint = alignment_hint(current, neighbour, refined, noise_level_of(noise_map))
         return hint_pyramid(hint, [tuple(e.shape[2:]) for e in encoded], current)
 
     def _purify(
@@ -324,9 +327,7 @@ class VideoRestorationNet(nn.Module):
             step = self._purify(state, refined, encoded)
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
             purified_backward[t] = step.features
-            hints = self._hints(
-                current, None if state is None else neighbour, refined, noise_map, encoded
-            )
+            hints = self._hints(current, neighbour, refined, noise_map, encoded)
             backward_hints[t] = hints
             fused = [
                 fuse(e, [p], None if h is None else [h])
@@ -362,8 +363,7 @@ class VideoRestorationNet(nn.Module):
         temporal = [[p] for p in purified.features]
         if backward is not None:
             temporal = [[p, q] for p, q in zip(purified.features, backward)]
-        previous = state.previous_lq if state.features is not None else None
-        hints = self._hints(current, previous, refined, noise_map, encoded)
+        hints = self._hints(current, state.previous_lq, refined, noise_map, encoded)
         temporal_hints: list[list[Tensor] | None] = [None if h is None else [h] for h in hints]
         if backward_hints is not None and self.alignment_hint:
             temporal_hints = [[h, g] for h, g in zip(hints, backward_hints)]

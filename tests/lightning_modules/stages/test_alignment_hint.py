@@ -86,14 +86,17 @@ def test_the_hint_grows_with_the_misalignment_energy_as_a_log_ratio():
 
 
 def test_pyramid_pools_to_each_size_and_is_zero_without_a_past():
-    hint = torch.rand(2, HINT_CHANNELS, 13, 21)
-    sizes = [(13, 21), (7, 11), (4, 6)]
+    hint = torch.rand(2, HINT_CHANNELS, 12, 20)
+    sizes = [(12, 20), (6, 10), (3, 5)]
     levels = hint_pyramid(hint, sizes, hint)
-    assert [tuple(level.shape) for level in levels] == [(2, 2, *s) for s in sizes]
     assert levels[0] is hint
-    torch.testing.assert_close(levels[2].mean(), hint.mean(), atol=0.05, rtol=0.0)
+    torch.testing.assert_close(levels[1], torch.nn.functional.avg_pool2d(hint, 2))
+    torch.testing.assert_close(levels[2], torch.nn.functional.avg_pool2d(hint, 4))
+    odd = hint_pyramid(torch.full((1, HINT_CHANNELS, 13, 21), 0.7), [(7, 11)], hint)[0]
+    torch.testing.assert_close(odd, torch.full((1, HINT_CHANNELS, 7, 11), 0.7))  # ceil sizes
     zeros = hint_pyramid(None, sizes, hint)
-    assert all(level.abs().sum() == 0 and level.shape[:2] == (2, 2) for level in zeros)
+    assert [tuple(z.shape) for z in zeros] == [(2, HINT_CHANNELS, *s) for s in sizes]
+    assert all(z.abs().sum() == 0 for z in zeros)
 
 
 def test_bad_shapes_raise_one_clear_error():
