@@ -18,7 +18,7 @@ for ``--minutes`` of training (``trainer.max_time``). Configurations (``--config
 - ``no_codec_flow_previous`` / ``adaptive_q_flow_previous``: the same with the aligned previous
   degraded frame as an encoder input (``model.previous_input=true``), not run unless named;
 - ``no_codec_flow_bidirectional`` / ``adaptive_q_flow_bidirectional``: the same with a backward
-  recurrence as well (``model.bidirectional=true``, ~1.65x the step time), not run unless named.
+  recurrence as well (``model.bidirectional=true``, ~1.7x the step time), not run unless named.
 
 ``--overrides`` adds train.py overrides to every configuration (e.g.
 ``model.blend.detector=mean_abs``). ``--max-steps N`` also stops each configuration at N steps:
