@@ -7,7 +7,7 @@
 #
 # then the device tool's run with carry [".whl", ".device_data"], timeout_s 590 and the command
 #
-#   bash bench/device_checks.sh            # or: bash bench/device_checks.sh speed|gain
+#   bash bench/device_checks.sh speed      # then, as a second call: bash bench/device_checks.sh gain
 #
 # Sections (each prints its table to stdout and writes it under $OUT, so it comes back):
 #   speed: bench/train_speed.py (fp32, bf16, compile; adaptive_q and no_codec, batch 8, clips of
