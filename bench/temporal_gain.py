@@ -4,6 +4,7 @@
     python bench/temporal_gain.py --minutes 5 --device cuda --batch-size 8 --patch-size 128
     python bench/temporal_gain.py --configs no_codec_flow --flow spynet=<flow checkpoint>
     python bench/temporal_gain.py --evaluate logs/.../best.ckpt   # held-out only, own vs zero flow
+    python bench/temporal_gain.py --evaluate A.ckpt B.ckpt C.ckpt  # + their means, per flow
 
 Each configuration is ``train.py`` with ``data=davis`` on the shared DAVIS frames (3 sequences of
 ``../shared/data``, σ ~ U[0, 50], half the clips static as ``data=davis`` has it), validated on
@@ -233,6 +234,24 @@ def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def checkpoint_means(results: list[dict]) -> list[dict]:
+    """One row per flow label that several rows share: the mean of each held-out figure over
+    those rows (the checkpoints of one run, whose spread is large from one to the next)."""
+    means = []
+    for flow in dict.fromkeys(r["flow"] for r in results):
+        rows = [r for r in results if r["flow"] == flow]
+        if len(rows) < 2:
+            continue
+        mean = {"config": f"mean of {len(rows)}", "flow": flow, "steps": "-"}
+        mean["val_temporal_gain_db"] = nan
+        for sequence in (k for k in rows[0] if isinstance(rows[0][k], dict)):
+            mean[sequence] = {
+                key: sum(r[sequence][key] for r in rows) / len(rows) for key in rows[0][sequence]
+            }
+        means.append(mean)
+    return means
+
+
 def table(results: list[dict]) -> str:
     sequences = [k for k in results[0] if isinstance(results[0][k], dict)]
     header = ["config", "flow", "steps", "val/temporal_gain_db"]
@@ -299,7 +318,8 @@ def main() -> None:
         nargs="+",
         type=Path,
         default=None,
-        help="train nothing: evaluate these train.py checkpoints, with their flow and zero flow",
+        help="train nothing: evaluate these train.py checkpoints, with their flow and zero flow "
+        "(several: also the means over them)",
     )
     parser.add_argument(
         "--dis-scale",
@@ -314,6 +334,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.evaluate:
         results = [r for path in args.evaluate for r in evaluate_checkpoint(path, args)]
+        results += checkpoint_means(results)
         text = (
             f"Held-out temporal gain of trained checkpoints ({machine(args)})\n\n{table(results)}\n"
         )
