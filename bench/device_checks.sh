@@ -12,7 +12,8 @@
 # Sections (each prints its table to stdout and writes it under $OUT, so it comes back):
 #   speed: bench/train_speed.py (fp32, bf16, compile; adaptive_q and no_codec, batch 8, clips of
 #          7 at 128², the setting) and bench/infer_speed.py (854x480 and 256x256, fp32
-#          and bf16), about 4 minutes;
+#          and bf16), bench/flow_stage_speed.py (the DIS stage on the host's cores, ~20 s),
+#          about 4 minutes;
 #   gain:  bench/temporal_gain.py with --minutes ${GAIN_MINUTES:-2} per configuration
 #          (adaptive_q_flow, no_codec_flow, no_codec_zero; batch 8, 128² patches), about
 #          3 x (GAIN_MINUTES + 1) minutes.
@@ -49,6 +50,8 @@ if [ "$section" = all ] || [ "$section" = speed ]; then
       --steps "${STEPS:-40}" \
       --overrides model="$preset" $davis --out "$OUT/train_speed.md" || status=1
   done
+  # the DIS flow stage per training step on this host's CPU cores: per frame against pooled
+  "$py" bench/flow_stage_speed.py --repeats 5 | tee "$OUT/flow_stage_speed.md" || status=1
   # shellcheck disable=SC2086  # INFER_ARGS is a list of arguments
   "$py" bench/infer_speed.py --device "$device" --presets adaptive_q --precision 32 bf16 \
     ${INFER_ARGS:---frames 20 --repeats 3} | tee "$OUT/infer_speed.md" || status=1

@@ -40,7 +40,9 @@ grow with T (the bidirectional mode must keep T backward features).
 Given flows: ``net(lq, noise_level, flows=v)`` with v (B, T, 2, H, W) uses v_t in place of the
 flow stage's estimate (v_0 is ignored; motion refinement still applies), e.g. flow the data
 loader estimated on the crop grown by a margin of context (``ClipDataset(flow_estimator=...)``).
-Forward-recurrent nets only.
+Forward-recurrent nets only. With autograd on (training) and no given flows, the flow stage runs
+once per direction on all of the clip's pairs (``_clip_flows``; it never sees the state), which
+equals one call per frame.
 
 Streaming (forward-recurrent nets): ``state = net.init_state()``, then per frame
 ``restored, state = net.step(lq_t, noise_level, state)``; ``forward`` loops over the same step,
@@ -220,6 +222,20 @@ class VideoRestorationNet(nn.Module):
         return noise_map(lq, noise_level, self.noise_channel)
 
     # ------------------------------------------------------------------ one temporal step
+    def _clip_flows(self, lq: Tensor, reverse: bool = False) -> Tensor:
+        """v_t (B, T, 2, H, W) for every frame towards the one before it in the recurrence's
+        order (t - 1; t + 1 when ``reverse``), zeros for the first frame of that order, from
+        one call of the flow stage on all B·(T-1) pairs. The flow sees the two frames only,
+        never the state, so this equals one call per frame (DIS exactly, tested): one host
+        round trip and one thread pool for DIS instead of one per frame, and larger kernels for
+        a learned flow (issue 9)."""
+        batch, num_frames = lq.shape[:2]
+        current, neighbour = (lq[:, :-1], lq[:, 1:]) if reverse else (lq[:, 1:], lq[:, :-1])
+        flow = self.flow(current.flatten(0, 1), neighbour.flatten(0, 1))
+        flow = flow.view(batch, num_frames - 1, *flow.shape[1:])
+        zero = flow.new_zeros(batch, 1, *flow.shape[2:])
+        return torch.cat([flow, zero] if reverse else [zero, flow], dim=1)
+
     def _motion(
         self,
         state: list[Tensor] | None,
@@ -310,10 +326,11 @@ class VideoRestorationNet(nn.Module):
         return _Purified(list(coded.features), coded.bits_y, coded.bits_z, coded.maps, aligned[2])
 
     def _backward_features(
-        self, lq: Tensor, noise_map: Tensor | None
+        self, lq: Tensor, noise_map: Tensor | None, flows: Tensor | None = None
     ) -> tuple[list[list[Tensor]], list[list[Tensor | None]], Tensor, Tensor]:
         """Purified backward features Q_t for every frame, their alignment hints per scale
-        (None without ``alignment_hint``), and the bits they cost."""
+        (None without ``alignment_hint``), and the bits they cost. ``flows``: v_t towards
+        lq_{t+1} (``_clip_flows(lq, reverse=True)``), or None to estimate them frame by frame."""
         num_frames = lq.shape[1]
         purified_backward: list[list[Tensor]] = [[] for _ in range(num_frames)]
         backward_hints: list[list[Tensor | None]] = [[] for _ in range(num_frames)]
@@ -322,7 +339,8 @@ class VideoRestorationNet(nn.Module):
         for t in reversed(range(num_frames)):
             current = lq[:, t]
             neighbour = lq[:, t + 1] if t + 1 < num_frames else None
-            _, refined = self._motion(state, current, neighbour)
+            given = None if flows is None else flows[:, t]
+            _, refined = self._motion(state, current, neighbour, given)
             frame, encoded = self._encode(current, noise_map, previous_out, refined, neighbour)
             step = self._purify(state, refined, encoded)
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
@@ -430,11 +448,19 @@ class VideoRestorationNet(nn.Module):
         batch, num_frames, _, height, width = lq.shape
         keep_graph = torch.is_grad_enabled()
 
+        # Training keeps every frame's graph anyway, so it estimates the clip's flows at once;
+        # inference estimates them frame by frame, so memory does not grow with T.
+        batch_flows = keep_graph and num_frames > 1
+        if flows is None and batch_flows:
+            flows = self._clip_flows(lq)
         bits_y = bits_z = lq.new_zeros(())
         backward: list[list[Tensor]] | None = None
         backward_hints: list[list[Tensor | None]] | None = None
         if self.bidirectional:
-            backward, backward_hints, bits_y, bits_z = self._backward_features(lq, noise_map)
+            backward_flows = self._clip_flows(lq, reverse=True) if batch_flows else None
+            backward, backward_hints, bits_y, bits_z = self._backward_features(
+                lq, noise_map, backward_flows
+            )
 
         restored_frames: list[Tensor] = []
         restored_out = None if keep_graph else torch.empty_like(lq)

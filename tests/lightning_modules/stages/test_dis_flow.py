@@ -99,3 +99,25 @@ def test_frames_smaller_than_the_check_kernels_run(size):
     current, previous = current[..., : size[0], : size[1]], previous[..., : size[0], : size[1]]
     flow = DISFlow()(current, previous)
     assert flow.shape == (1, 2, *size) and flow.isfinite().all()
+
+
+def test_a_batch_of_pairs_gives_the_flows_of_its_pairs_one_by_one():
+    """Several pairs run in a thread pool with OpenCV's own threads off; one pair runs on
+    OpenCV's threads. The flows are the same: each pair's flow depends on that pair alone."""
+    torch = pytest.importorskip("torch")
+    pairs = [_shifted_pair(shift=s, size=96) for s in ((-3, 2), (0, 0), (5, -1))]
+    noise = torch.Generator().manual_seed(3)
+    current = torch.cat([c for c, _ in pairs]) + 0.1 * torch.randn(3, 3, 96, 96, generator=noise)
+    previous = torch.cat([p for _, p in pairs]) + 0.1 * torch.randn(3, 3, 96, 96, generator=noise)
+    flow = DISFlow(scale=0.5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batched = flow(current, previous)
+        torch.set_num_threads(1)
+        serial = flow(current, previous)
+    finally:
+        torch.set_num_threads(threads)
+    one_by_one = torch.cat([flow(current[i : i + 1], previous[i : i + 1]) for i in range(3)])
+    assert torch.equal(batched, serial) and torch.equal(batched, one_by_one)
+    assert batched[0].abs().mean() > 1.0  # real motion, not an all-zero answer

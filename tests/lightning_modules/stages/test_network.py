@@ -383,3 +383,44 @@ def test_the_alignment_hint_reaches_the_gates_only_where_the_past_disagrees(bidi
     assert not torch.allclose(after_moving[:, 1:], before_moving[:, 1:])
     if not bidirectional:  # forward, frame 0 has no past (bidirectional: frame 1 is its past)
         torch.testing.assert_close(after_moving[:, 0], before_moving[:, 0])
+
+
+class _CountsCalls(torch.nn.Module):
+    """Wraps a flow stage and records the batch size of every call."""
+
+    def __init__(self, flow):
+        super().__init__()
+        self.flow, self.batches = flow, []
+
+    def forward(self, current, neighbour):
+        self.batches.append(current.shape[0])
+        return self.flow(current, neighbour)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_training_estimates_the_clip_flows_in_one_call_with_the_per_frame_result(bidirectional):
+    """With autograd on, the flow stage runs once per direction on all B·(T-1) pairs, with the
+    result of one call per frame (DIS: bitwise). Without autograd it runs per frame (memory
+    flat in T)."""
+    net = tiny("adaptive_q", *(["model.bidirectional=true"] if bidirectional else []))
+    lq = clip(b=2, t=4, h=64, w=64)
+    net.flow = _CountsCalls(net.flow)
+
+    def run(**given):
+        torch.manual_seed(5)  # the codec's training noise
+        return net(lq, sigma(2), **given)
+
+    batched = run()
+    assert net.flow.batches == [2 * 3] * (2 if bidirectional else 1)
+    assert batched.flows.abs().amax() > 0.5  # DIS finds motion in this clip
+    net.flow.batches.clear()
+    net._clip_flows = lambda *args, **kwargs: None  # back to one flow call per frame
+    per_frame = run()
+    assert net.flow.batches == [2] * 3 * (2 if bidirectional else 1)
+    assert torch.equal(per_frame.restored, batched.restored)
+    assert torch.equal(per_frame.flows, batched.flows)
+    del net._clip_flows
+    net.flow.batches.clear()
+    with torch.no_grad():
+        net(lq, sigma(2))
+    assert net.flow.batches == [2] * 3 * (2 if bidirectional else 1)
