@@ -19,7 +19,9 @@ for ``--minutes`` of training (``trainer.max_time``). Configurations (``--config
 - ``no_codec_flow_previous`` / ``adaptive_q_flow_previous``: the same with the aligned previous
   degraded frame as an encoder input (``model.previous_input=true``), not run unless named;
 - ``no_codec_flow_bidirectional`` / ``adaptive_q_flow_bidirectional``: the same with a backward
-  recurrence as well (``model.bidirectional=true``, ~1.7x the step time), not run unless named.
+  recurrence as well (``model.bidirectional=true``, ~1.7x the step time), not run unless named;
+- ``adaptive_q_flow_no_refine``: ``adaptive_q_flow`` without the motion refinement
+  (``model/mv_refine=none``: the flow stage's vectors align the state), not run unless named.
 
 ``--overrides`` adds train.py overrides to every configuration (e.g.
 ``model.blend.detector=mean_abs``). ``--max-steps N`` also stops each configuration at N steps:
@@ -82,6 +84,7 @@ CONFIGS = {
     "adaptive_q_flow_previous": ["model=adaptive_q", "model.previous_input=true"],
     "no_codec_flow_bidirectional": ["model=no_codec", "model.bidirectional=true"],
     "adaptive_q_flow_bidirectional": ["model=adaptive_q", "model.bidirectional=true"],
+    "adaptive_q_flow_no_refine": ["model=adaptive_q", "model/mv_refine=none"],
 }
 DEFAULT_CONFIGS = ["no_codec_zero", "no_codec_flow", "adaptive_q_flow"]
 
