@@ -21,7 +21,11 @@ for ``--minutes`` of training (``trainer.max_time``). Configurations (``--config
 - ``no_codec_flow_bidirectional`` / ``adaptive_q_flow_bidirectional``: the same with a backward
   recurrence as well (``model.bidirectional=true``, ~1.7x the step time), not run unless named;
 - ``adaptive_q_flow_no_refine``: ``adaptive_q_flow`` without the motion refinement
-  (``model/mv_refine=none``: the flow stage's vectors align the state), not run unless named.
+  (``model/mv_refine=none``: the flow stage's vectors align the state), not run unless named;
+- ``adaptive_q_flow_clean_teacher``: ``adaptive_q_flow`` trained on flow that the data loader
+  estimates on the *clean* frames with 64 px of context (``data.flow_from=clean``: alignment as
+  good as the flow stage gets on real motion); validation and the held-out clips use the
+  network's own flow on the noisy frames, as inference does. Not run unless named.
 
 ``--overrides`` adds train.py overrides to every configuration (e.g.
 ``model.blend.detector=mean_abs``). ``--max-steps N`` also stops each configuration at N steps:
@@ -85,6 +89,11 @@ CONFIGS = {
     "no_codec_flow_bidirectional": ["model=no_codec", "model.bidirectional=true"],
     "adaptive_q_flow_bidirectional": ["model=adaptive_q", "model.bidirectional=true"],
     "adaptive_q_flow_no_refine": ["model=adaptive_q", "model/mv_refine=none"],
+    "adaptive_q_flow_clean_teacher": [
+        "model=adaptive_q",
+        "+data.flow_estimator=${model.flow}",
+        "+data.flow_from=clean",
+    ],
 }
 DEFAULT_CONFIGS = ["no_codec_zero", "no_codec_flow", "adaptive_q_flow"]
 

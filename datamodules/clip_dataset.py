@@ -36,6 +36,10 @@ Measured on the shared DAVIS frames at σ = 30, DIS warp error as a share of zer
 time per pair): crop alone 0.51 (8 ms), margin 32: 0.42 (13 ms), 64: 0.39 (21 ms), 128: 0.39
 (46 ms), full frame 0.39 (84 ms). With it the degradation is applied to that grown window
 before the crop (the same noise statistics; other random draws than without).
+``flow_from="clean"``: training items take that flow from the clean frames instead (a teacher's
+alignment, as exact as DIS gets on real motion, so the recurrence learns what well-aligned
+features are worth; issue 8); validation and test items keep the degraded frames' flow, which is
+all that inference has.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ log = logging.getLogger(__name__)
 # Errors a frame source raises for a missing/corrupt frame (DatasetLayoutError is a ValueError).
 READ_ERRORS = (OSError, ValueError, RuntimeError)
 MAX_SUBSTITUTIONS = 16
+FLOW_SOURCES = ("degraded", "clean")
 
 
 def derive_seed(*parts: object) -> int:
@@ -117,6 +122,8 @@ class ClipDataset(Dataset):
             context (module docstring). None: no flow in the items.
         flow_margin: context in pixels around the crop for ``flow_estimator``; None: the whole
             frame.
+        flow_from: "degraded" (default) or "clean": the frames ``flow_estimator`` sees in
+            training items (module docstring); val/test items always use the degraded ones.
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class ClipDataset(Dataset):
         degrade_paired: bool = False,
         flow_estimator=None,
         flow_margin: int | None = 64,
+        flow_from: str = "degraded",
     ) -> None:
         sequences = list(sequences)
         if not sequences or not all(isinstance(s, Sequence) for s in sequences):
@@ -210,6 +218,18 @@ class ClipDataset(Dataset):
                 f"ClipDataset: flow_margin must be an int >= 0 or None, got {flow_margin!r}"
             )
         self.flow_margin = flow_margin
+        if flow_from not in FLOW_SOURCES:
+            raise ValueError(
+                f"ClipDataset: flow_from must be one of {FLOW_SOURCES}, got {flow_from!r}"
+            )
+        if train and flow_estimator is not None and flow_from == "clean":
+            unpaired = next((s.name for s in sequences if s.gt is None), None)
+            if unpaired is not None:
+                raise ValueError(
+                    f"ClipDataset: flow_from='clean' estimates training flow on the clean "
+                    f"frames, but sequence {unpaired!r} has none; use flow_from='degraded'"
+                )
+        self.flow_from = flow_from
         self.sequences = self._keep_long_enough(sequences)
         self._check_degradation_available()
         self.items = self._index_items()
@@ -364,7 +384,8 @@ class ClipDataset(Dataset):
         if self.flow_estimator is not None:  # degrade and estimate with context, then crop
             gt, lq, params = self._context_window(gt, lq, params, frame_size)
             lq, sigma = self._degrade(ref, gt, lq, generator)
-            flow = apply_spatial_flow(self._clip_flow(lq), params)
+            source = gt if self.train and self.flow_from == "clean" else lq
+            flow = apply_spatial_flow(self._clip_flow(source), params)
         gt = apply_spatial(gt, params) if gt is not None else None
         lq = apply_spatial(lq, params) if lq is not None else None
         if self.flow_estimator is None:
@@ -418,10 +439,10 @@ class ClipDataset(Dataset):
         return (*cut, replace(params, top=params.top - top, left=params.left - left))
 
     @torch.no_grad()
-    def _clip_flow(self, lq: torch.Tensor) -> torch.Tensor:
+    def _clip_flow(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, 2, H, W) backward flows of the clip's consecutive frames, zero at t = 0."""
-        lq = lq.float()
-        flows = lq.new_zeros(lq.shape[0], 2, *lq.shape[-2:])
-        if lq.shape[0] > 1:
-            flows[1:] = self.flow_estimator(lq[1:], lq[:-1]).float()
+        frames = frames.float()
+        flows = frames.new_zeros(frames.shape[0], 2, *frames.shape[-2:])
+        if frames.shape[0] > 1:
+            flows[1:] = self.flow_estimator(frames[1:], frames[:-1]).float()
         return flows

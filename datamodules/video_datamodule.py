@@ -86,6 +86,8 @@ class VideoDataModule(pl.LightningDataModule):
             the network uses instead of estimating it on the bare crop. Test clips do not (the
             network sees full frames there). None: the network estimates flow on its input.
         flow_margin: context around the crop for ``flow_estimator`` (None: the whole frame).
+        flow_from: "degraded" or "clean": the frames ``flow_estimator`` sees in training clips
+            (``ClipDataset``); validation clips always use the degraded frames.
         root, train_list, test_list: anchors of a data config: the dataset folder and list
             files, written once at the top of the yaml and interpolated into the scanner
             partials (``root: ${..root}``). The scanners do the reading; the datamodule keeps
@@ -131,6 +133,7 @@ class VideoDataModule(pl.LightningDataModule):
         clips_per_epoch: int | None = None,
         flow_estimator=None,
         flow_margin: int | None = 64,
+        flow_from: str = "degraded",
     ) -> None:
         super().__init__()
         self.root, self.train_list, self.test_list = root, train_list, test_list
@@ -212,6 +215,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.degrade_paired = bool(degrade_paired)
         self.flow_estimator = flow_estimator
         self.flow_margin = flow_margin
+        self.flow_from = flow_from
         if clips_per_epoch is not None and (
             isinstance(clips_per_epoch, bool)
             or not isinstance(clips_per_epoch, int)
@@ -270,6 +274,7 @@ class VideoDataModule(pl.LightningDataModule):
             degrade_paired=self.degrade_paired,
             flow_estimator=None if split == "test" else self.flow_estimator,
             flow_margin=self.flow_margin,
+            flow_from=self.flow_from,
             **self.augment,
         )
         if split == "val" and self.max_val_clips is not None and len(dataset) > self.max_val_clips:

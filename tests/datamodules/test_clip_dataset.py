@@ -418,6 +418,34 @@ def test_a_flow_estimator_keeps_the_crop_and_sigma_draws():
     assert not torch.equal(plain["lq"], with_flow["lq"])
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_flow_from_clean_frames_in_training_items_only(train):
+    """flow_from='clean': a training item's flow is the estimator's on the clean frames (cropped
+    with them); a validation item's stays on the degraded frames, as at inference."""
+    dataset = ClipDataset(
+        [_clean(frames=8, size=(16, 20))],
+        clip_len=4,
+        train=train,
+        patch_size=8,
+        degradation=GaussianNoise(sigma_range=(20 / 255, 20 / 255)),
+        flip=False,
+        flow_estimator=_FirstChannels(),
+        flow_from="clean",
+    )
+    item = dataset[(0, 3)] if train else dataset[0]
+    source = item["gt"] if train else item["lq"]
+    torch.testing.assert_close(item["flow"][1:], source[1:, :2])
+    assert not torch.allclose(item["gt"][1:, :2], item["lq"][1:, :2], atol=0.01)
+
+
+def test_flow_from_must_name_a_source_with_frames():
+    with pytest.raises(ValueError, match="flow_from must be one of .*got 'gt'"):
+        ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), flow_from="gt")
+    rainy_only = Sequence("rainy", gt=None, lq=_clean().gt)
+    with pytest.raises(ValueError, match="sequence 'rainy' has none"):
+        ClipDataset([rainy_only], clip_len=3, flow_estimator=_FirstChannels(), flow_from="clean")
+
+
 def test_flow_estimator_must_be_callable_and_its_margin_an_int():
     with pytest.raises(TypeError, match="flow_estimator must be callable"):
         ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), flow_estimator="dis")
