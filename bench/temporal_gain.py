@@ -23,7 +23,7 @@ for ``--minutes`` of training (``trainer.max_time``). Configurations (``--config
 - ``adaptive_q_flow_no_refine``: ``adaptive_q_flow`` without the motion refinement
   (``model/mv_refine=none``: the flow stage's vectors align the state), not run unless named;
 - ``adaptive_q_flow_clean_teacher``: ``adaptive_q_flow`` trained on flow that the data loader
-  estimates on the *clean* frames with 64 px of context (``data.flow_from=clean``: alignment as
+  estimates on the *clean* frames with 64 px of context (``data.clean_flow_prob=1``: alignment as
   good as the flow stage gets on real motion); validation and the held-out clips use the
   network's own flow on the noisy frames, as inference does. Not run unless named.
 
@@ -92,7 +92,7 @@ CONFIGS = {
     "adaptive_q_flow_clean_teacher": [
         "model=adaptive_q",
         "+data.flow_estimator=${model.flow}",
-        "+data.flow_from=clean",
+        "+data.clean_flow_prob=1.0",
     ],
 }
 DEFAULT_CONFIGS = ["no_codec_zero", "no_codec_flow", "adaptive_q_flow"]

@@ -36,10 +36,10 @@ Measured on the shared DAVIS frames at σ = 30, DIS warp error as a share of zer
 time per pair): crop alone 0.51 (8 ms), margin 32: 0.42 (13 ms), 64: 0.39 (21 ms), 128: 0.39
 (46 ms), full frame 0.39 (84 ms). With it the degradation is applied to that grown window
 before the crop (the same noise statistics; other random draws than without).
-``flow_from="clean"``: training items take that flow from the clean frames instead (a teacher's
-alignment, as exact as DIS gets on real motion, so the recurrence learns what well-aligned
-features are worth; issue 8); validation and test items keep the degraded frames' flow, which is
-all that inference has.
+With ``clean_flow_prob`` p > 0 a training item takes that flow from its clean frames instead,
+with probability p (a teacher's alignment, as exact as the estimator gets on real motion, so the
+recurrence learns what well-aligned features are worth; issue 8); validation and test items keep
+the degraded frames' flow, which is all that inference has.
 """
 
 from __future__ import annotations
@@ -70,7 +70,6 @@ log = logging.getLogger(__name__)
 # Errors a frame source raises for a missing/corrupt frame (DatasetLayoutError is a ValueError).
 READ_ERRORS = (OSError, ValueError, RuntimeError)
 MAX_SUBSTITUTIONS = 16
-FLOW_SOURCES = ("degraded", "clean")
 
 
 def derive_seed(*parts: object) -> int:
@@ -122,8 +121,9 @@ class ClipDataset(Dataset):
             context (module docstring). None: no flow in the items.
         flow_margin: context in pixels around the crop for ``flow_estimator``; None: the whole
             frame.
-        flow_from: "degraded" (default) or "clean": the frames ``flow_estimator`` sees in
-            training items (module docstring); val/test items always use the degraded ones.
+        clean_flow_prob: training probability that ``flow_estimator`` sees the item's clean
+            frames instead of its degraded ones (module docstring); val/test items always use
+            the degraded ones. Drawn last, so it changes no other draw; 1 always, 0 never.
     """
 
     def __init__(
@@ -145,7 +145,7 @@ class ClipDataset(Dataset):
         degrade_paired: bool = False,
         flow_estimator=None,
         flow_margin: int | None = 64,
-        flow_from: str = "degraded",
+        clean_flow_prob: float = 0.0,
     ) -> None:
         sequences = list(sequences)
         if not sequences or not all(isinstance(s, Sequence) for s in sequences):
@@ -163,7 +163,12 @@ class ClipDataset(Dataset):
             raise ValueError(
                 f"ClipDataset: temporal_strides must be positive ints, got {temporal_strides!r}"
             )
-        for name, value in (("reverse_prob", reverse_prob), ("static_prob", static_prob)):
+        probabilities = (
+            ("reverse_prob", reverse_prob),
+            ("static_prob", static_prob),
+            ("clean_flow_prob", clean_flow_prob),
+        )
+        for name, value in probabilities:
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"ClipDataset: {name} must be in [0, 1], got {value!r}")
         if train and float(static_prob) > 0 and not degrade_paired:
@@ -218,18 +223,14 @@ class ClipDataset(Dataset):
                 f"ClipDataset: flow_margin must be an int >= 0 or None, got {flow_margin!r}"
             )
         self.flow_margin = flow_margin
-        if flow_from not in FLOW_SOURCES:
-            raise ValueError(
-                f"ClipDataset: flow_from must be one of {FLOW_SOURCES}, got {flow_from!r}"
-            )
-        if train and flow_estimator is not None and flow_from == "clean":
+        if train and flow_estimator is not None and float(clean_flow_prob) > 0:
             unpaired = next((s.name for s in sequences if s.gt is None), None)
             if unpaired is not None:
                 raise ValueError(
-                    f"ClipDataset: flow_from='clean' estimates training flow on the clean "
-                    f"frames, but sequence {unpaired!r} has none; use flow_from='degraded'"
+                    f"ClipDataset: clean_flow_prob={clean_flow_prob} estimates training flow on "
+                    f"clean frames, but sequence {unpaired!r} has none; set clean_flow_prob=0"
                 )
-        self.flow_from = flow_from
+        self.clean_flow_prob = float(clean_flow_prob)
         self.sequences = self._keep_long_enough(sequences)
         self._check_degradation_available()
         self.items = self._index_items()
@@ -384,8 +385,7 @@ class ClipDataset(Dataset):
         if self.flow_estimator is not None:  # degrade and estimate with context, then crop
             gt, lq, params = self._context_window(gt, lq, params, frame_size)
             lq, sigma = self._degrade(ref, gt, lq, generator)
-            source = gt if self.train and self.flow_from == "clean" else lq
-            flow = apply_spatial_flow(self._clip_flow(source), params)
+            flow = apply_spatial_flow(self._clip_flow(self._flow_frames(gt, lq, generator)), params)
         gt = apply_spatial(gt, params) if gt is not None else None
         lq = apply_spatial(lq, params) if lq is not None else None
         if self.flow_estimator is None:
@@ -437,6 +437,13 @@ class ClipDataset(Dataset):
         right = min(frame_size[1], params.left + params.width + margin)
         cut = [x[..., top:bottom, left:right] if x is not None else None for x in (gt, lq)]
         return (*cut, replace(params, top=params.top - top, left=params.left - left))
+
+    def _flow_frames(self, gt, lq, generator: torch.Generator):
+        """The frames the flow estimator sees: the clean ones with probability
+        ``clean_flow_prob`` in training (the last draw of an item), else the degraded ones."""
+        p = self.clean_flow_prob if self.train else 0.0
+        clean = p >= 1.0 or (p > 0 and torch.rand((), generator=generator) < p)
+        return gt if clean else lq
 
     @torch.no_grad()
     def _clip_flow(self, frames: torch.Tensor) -> torch.Tensor:

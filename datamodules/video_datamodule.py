@@ -86,7 +86,7 @@ class VideoDataModule(pl.LightningDataModule):
             the network uses instead of estimating it on the bare crop. Test clips do not (the
             network sees full frames there). None: the network estimates flow on its input.
         flow_margin: context around the crop for ``flow_estimator`` (None: the whole frame).
-        flow_from: "degraded" or "clean": the frames ``flow_estimator`` sees in training clips
+        clean_flow_prob: probability that ``flow_estimator`` sees a training clip's clean frames
             (``ClipDataset``); validation clips always use the degraded frames.
         root, train_list, test_list: anchors of a data config: the dataset folder and list
             files, written once at the top of the yaml and interpolated into the scanner
@@ -133,7 +133,7 @@ class VideoDataModule(pl.LightningDataModule):
         clips_per_epoch: int | None = None,
         flow_estimator=None,
         flow_margin: int | None = 64,
-        flow_from: str = "degraded",
+        clean_flow_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.root, self.train_list, self.test_list = root, train_list, test_list
@@ -215,7 +215,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.degrade_paired = bool(degrade_paired)
         self.flow_estimator = flow_estimator
         self.flow_margin = flow_margin
-        self.flow_from = flow_from
+        self.clean_flow_prob = clean_flow_prob
         if clips_per_epoch is not None and (
             isinstance(clips_per_epoch, bool)
             or not isinstance(clips_per_epoch, int)
@@ -274,7 +274,7 @@ class VideoDataModule(pl.LightningDataModule):
             degrade_paired=self.degrade_paired,
             flow_estimator=None if split == "test" else self.flow_estimator,
             flow_margin=self.flow_margin,
-            flow_from=self.flow_from,
+            clean_flow_prob=self.clean_flow_prob,
             **self.augment,
         )
         if split == "val" and self.max_val_clips is not None and len(dataset) > self.max_val_clips:

@@ -418,11 +418,8 @@ def test_a_flow_estimator_keeps_the_crop_and_sigma_draws():
     assert not torch.equal(plain["lq"], with_flow["lq"])
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_flow_from_clean_frames_in_training_items_only(train):
-    """flow_from='clean': a training item's flow is the estimator's on the clean frames (cropped
-    with them); a validation item's stays on the degraded frames, as at inference."""
-    dataset = ClipDataset(
+def _flow_dataset(train=True, **kwargs):
+    return ClipDataset(
         [_clean(frames=8, size=(16, 20))],
         clip_len=4,
         train=train,
@@ -430,20 +427,40 @@ def test_flow_from_clean_frames_in_training_items_only(train):
         degradation=GaussianNoise(sigma_range=(20 / 255, 20 / 255)),
         flip=False,
         flow_estimator=_FirstChannels(),
-        flow_from="clean",
+        **kwargs,
     )
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_clean_flow_in_training_items_only(train):
+    """clean_flow_prob=1: a training item's flow is the estimator's on the clean frames (cropped
+    with them); a validation item's stays on the degraded frames, as at inference."""
+    dataset = _flow_dataset(train, clean_flow_prob=1.0)
     item = dataset[(0, 3)] if train else dataset[0]
     source = item["gt"] if train else item["lq"]
     torch.testing.assert_close(item["flow"][1:], source[1:, :2])
     assert not torch.allclose(item["gt"][1:, :2], item["lq"][1:, :2], atol=0.01)
 
 
-def test_flow_from_must_name_a_source_with_frames():
-    with pytest.raises(ValueError, match="flow_from must be one of .*got 'gt'"):
-        ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), flow_from="gt")
+def test_clean_flow_probability_mixes_sources_and_changes_no_other_draw():
+    plain, mixed = _flow_dataset(), _flow_dataset(clean_flow_prob=0.5)
+    clean = 0
+    for seed in range(40):
+        a, b = plain[(1, seed)], mixed[(1, seed)]
+        assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+        if torch.allclose(b["flow"][1:], b["gt"][1:, :2]):
+            clean += 1
+        else:
+            torch.testing.assert_close(b["flow"][1:], b["lq"][1:, :2])
+    assert 10 <= clean <= 30  # about half of 40 (binomial: outside [10, 30] with p < 0.2 %)
+
+
+def test_clean_flow_needs_clean_frames_and_a_probability():
+    with pytest.raises(ValueError, match="clean_flow_prob must be in \\[0, 1\\], got 2"):
+        ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), clean_flow_prob=2)
     rainy_only = Sequence("rainy", gt=None, lq=_clean().gt)
-    with pytest.raises(ValueError, match="sequence 'rainy' has none"):
-        ClipDataset([rainy_only], clip_len=3, flow_estimator=_FirstChannels(), flow_from="clean")
+    with pytest.raises(ValueError, match="sequence 'rainy' has none; set clean_flow_prob=0"):
+        ClipDataset([rainy_only], clip_len=3, flow_estimator=_FirstChannels(), clean_flow_prob=1)
 
 
 def test_flow_estimator_must_be_callable_and_its_margin_an_int():
