@@ -458,6 +458,9 @@ def test_clean_flow_probability_mixes_sources_and_changes_no_other_draw():
 def test_clean_flow_needs_clean_frames_and_a_probability():
     with pytest.raises(ValueError, match="clean_flow_prob must be in \\[0, 1\\], got 2"):
         ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), clean_flow_prob=2)
+    with pytest.raises(ValueError, match="there is no flow_estimator"):
+        ClipDataset([_clean()], clip_len=3, degradation=NoDegradation(), clean_flow_prob=1)
+    ClipDataset([_clean()], clip_len=3, train=False, degradation=NoDegradation(), clean_flow_prob=1)
     rainy_only = Sequence("rainy", gt=None, lq=_clean().gt)
     with pytest.raises(ValueError, match="sequence 'rainy' has none; set clean_flow_prob=0"):
         ClipDataset([rainy_only], clip_len=3, flow_estimator=_FirstChannels(), clean_flow_prob=1)
