@@ -223,13 +223,13 @@ class ClipDataset(Dataset):
                 f"ClipDataset: flow_margin must be an int >= 0 or None, got {flow_margin!r}"
             )
         self.flow_margin = flow_margin
-        if train and float(clean_flow_prob) > 0 and flow_estimator is None:
-            raise ValueError(
-                f"ClipDataset: clean_flow_prob={clean_flow_prob} chooses the frames the loader's "
-                f"flow is estimated on, but there is no flow_estimator "
-                f"(data.flow_estimator=${{model.flow}} sets one)"
-            )
-        if train and flow_estimator is not None and float(clean_flow_prob) > 0:
+        if train and float(clean_flow_prob) > 0:
+            if flow_estimator is None:
+                raise ValueError(
+                    f"ClipDataset: clean_flow_prob={clean_flow_prob} chooses the frames the "
+                    f"loader's flow is estimated on, but there is no flow_estimator "
+                    f"(data.flow_estimator=${{model.flow}} sets one)"
+                )
             unpaired = next((s.name for s in sequences if s.gt is None), None)
             if unpaired is not None:
                 raise ValueError(
