@@ -123,7 +123,7 @@ class ClipDataset(Dataset):
             frame.
         clean_flow_prob: training probability that ``flow_estimator`` sees the item's clean
             frames instead of its degraded ones (module docstring); val/test items always use
-            the degraded ones. Drawn last, so it changes no other draw; 1 always, 0 never.
+            the degraded ones. Drawn last (0: no draw), so it changes no other draw.
     """
 
     def __init__(
@@ -448,8 +448,7 @@ class ClipDataset(Dataset):
         """The frames the flow estimator sees: the clean ones with probability
         ``clean_flow_prob`` in training (the last draw of an item), else the degraded ones."""
         p = self.clean_flow_prob if self.train else 0.0
-        clean = p >= 1.0 or (p > 0 and torch.rand((), generator=generator) < p)
-        return gt if clean else lq
+        return gt if p > 0 and torch.rand((), generator=generator) < p else lq
 
     @torch.no_grad()
     def _clip_flow(self, frames: torch.Tensor) -> torch.Tensor:
