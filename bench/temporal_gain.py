@@ -161,15 +161,28 @@ def held_out_sequences(root: Path) -> dict[str, torch.Tensor]:
     return {name: s.gt.read(list(range(min(10, len(s))))) for name, s in sequences.items()}
 
 
+FLOW_INPUTS = ("noisy", "clean", "restored")
+
+
 @torch.no_grad()
-def temporal_gain(net: torch.nn.Module, frames: torch.Tensor, device: str) -> dict[str, float]:
-    """Recurrent and frame-alone PSNR (frames 2..T) at σ = 30, their gain, and the latent bpp."""
+def temporal_gain(
+    net: torch.nn.Module, frames: torch.Tensor, device: str, flow_input: str = "noisy"
+) -> dict[str, float]:
+    """Recurrent and frame-alone PSNR (frames 2..T) at σ = 30, their gain, and the latent bpp.
+    ``flow_input``: the frames the network's flow stage runs on for the recurrent pass: the
+    noisy ones (inference), the clean ones (an oracle: how much better alignment is worth), or
+    the network's own frame-alone outputs (two passes over the clip)."""
     noise = torch.Generator().manual_seed(0)
     lq = (frames + SIGMA * torch.randn(frames.shape, generator=noise))[None].to(device)
     gt = frames[None, 1:].to(device)
     sigma = torch.tensor([SIGMA], device=device) if net.noise_channel else None
-    recurrent = net(lq, sigma)
-    alone = torch.cat([net(lq[:, t : t + 1], sigma).restored for t in range(1, lq.shape[1])], 1)
+    alone_all = torch.cat([net(lq[:, t : t + 1], sigma).restored for t in range(lq.shape[1])], 1)
+    flow_frames = {"noisy": None, "clean": frames[None].to(device), "restored": alone_all}
+    if flow_input not in flow_frames:
+        raise ValueError(f"flow_input: expected one of {FLOW_INPUTS}, got {flow_input!r}")
+    given = flow_frames[flow_input]
+    recurrent = net(lq, sigma, flows=None if given is None else net._clip_flows(given))
+    alone = alone_all[:, 1:]
     psnr = frame_psnr_ssim(recurrent.restored[:, 1:], gt)[0].mean().item()
     psnr_alone = frame_psnr_ssim(alone, gt)[0].mean().item()
     noisy = frame_psnr_ssim(lq[:, 1:].clamp(0, 1), gt)[0].mean().item()
@@ -237,12 +250,16 @@ def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> list[dict]:
         own_flow += f" (scale {args.dis_scale:g})"
     sequences = held_out_sequences(args.data_root)
     results = []
+    if args.flow_input != "noisy":
+        own_flow += f" on {args.flow_input} frames"
     for flow_name, flow_stage in ((own_flow, net.flow), ("ZeroFlow (at inference)", ZeroFlow())):
         net.flow = flow_stage
         result = {"config": path.name, "flow": flow_name, "steps": "-", "val_temporal_gain_db": nan}
         for sequence, frames in sequences.items():
-            result[sequence] = temporal_gain(net, frames, args.device)
+            result[sequence] = temporal_gain(net, frames, args.device, args.flow_input)
         results.append(result)
+        if args.flow_input != "noisy":  # zero flow is the same whatever it runs on
+            break
     return results
 
 
@@ -338,6 +355,13 @@ def main() -> None:
         type=float,
         default=None,
         help="with --evaluate: run a DIS flow stage at this scale instead of the stored one",
+    )
+    parser.add_argument(
+        "--flow-input",
+        choices=FLOW_INPUTS,
+        default="noisy",
+        help="with --evaluate: the frames the flow stage runs on in the recurrent pass: noisy "
+        "(inference), clean (an oracle) or the network's frame-alone outputs (two passes)",
     )
     add_run_arguments(parser, work_dir="bench_temporal_gain")
     args = parser.parse_args()

@@ -1,8 +1,14 @@
-"""bench/temporal_gain.py: the means over several evaluated checkpoints."""
+"""bench/temporal_gain.py: the means over several evaluated checkpoints; the frames the flow
+stage runs on in --evaluate (--flow-input)."""
 
 import importlib.util
 import math
 from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest_config import tiny_network
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "temporal_gain.py"
 
@@ -44,3 +50,47 @@ def test_checkpoint_means_average_each_flow_separately():
 def test_one_checkpoint_gets_no_mean_row():
     bench = load_bench()
     assert bench.checkpoint_means([row("a.ckpt", "DISFlow", 30.0, 0.5)]) == []
+
+
+def run_with_flow_input(flow_input: str):
+    """temporal_gain of a tiny DIS-flow network on a 3-frame moving clip, with the flows the
+    recurrent pass was given and the frames each flow call saw."""
+    bench = load_bench()
+    net = tiny_network("adaptive_q", ["model/flow=dis"]).eval()
+    torch.manual_seed(0)
+    base = torch.rand(3, 40, 52)
+    frames = torch.stack([torch.roll(base, shifts=(0, 2 * t), dims=(1, 2)) for t in range(3)])
+    seen, given = [], []
+    net.flow.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].clone()))
+    forward = net.forward
+
+    def spy_forward(lq, sigma=None, flows=None, **kwargs):
+        given.append(flows)
+        return forward(lq, sigma, flows=flows, **kwargs)
+
+    net.forward = spy_forward
+    result = bench.temporal_gain(net, frames, "cpu", flow_input)
+    return result, frames, seen, given
+
+
+def test_clean_flow_input_gives_the_recurrent_pass_flow_of_the_clean_frames():
+    result, frames, seen, given = run_with_flow_input("clean")
+    recurrent_flows = [g for g in given if g is not None]
+    assert len(recurrent_flows) == 1 and recurrent_flows[0].shape == (1, 3, 2, 40, 52)
+    # one batched flow call on the clean frames 1..T-1 (their pairs towards t-1)
+    assert any(torch.equal(s, frames[1:]) for s in seen)
+    assert math.isfinite(result["gain"])
+
+
+def test_restored_flow_input_runs_the_flow_on_the_frame_alone_outputs():
+    result, frames, seen, given = run_with_flow_input("restored")
+    assert sum(g is not None for g in given) == 1
+    noisy_or_clean = [s for s in seen if s.shape[0] == 2]
+    assert noisy_or_clean and not any(torch.equal(s, frames[1:]) for s in noisy_or_clean)
+    assert math.isfinite(result["psnr"])
+
+
+def test_unknown_flow_input_is_refused():
+    bench = load_bench()
+    with pytest.raises(ValueError, match="flow_input: expected one of"):
+        bench.temporal_gain(tiny_network("no_codec"), torch.rand(2, 3, 32, 32), "cpu", "best")
