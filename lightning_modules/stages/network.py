@@ -4,8 +4,8 @@
 ``noise_level`` (B,) in [0, 1] units (required iff ``noise_channel``). Per frame t, with the
 temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
 
-    v_t     = flow(lq_t, r_{t-1})                  (zero at t = 0; r = lq, or out: flow_reference)
-    v̂_t     = mv_refine(v_t, lq_t, r_{t-1})         (optional)
+    v_t     = flow(lq_t, lq_{t-1})                 (zero at t = 0)
+    v̂_t     = mv_refine(v_t, lq_t, lq_{t-1})        (optional)
     G_t     = warp(out_{t-1}, v̂_t)                  (guide_frame / blend; zeros at t = 0)
     N_t, m_t = warp(lq_{t-1}, v̂_t)·m_t, in_bounds(v̂_t)  (previous_input; zeros at t = 0)
     x̃_t, α_t = blend(lq_t, G_t, σ)                 (optional; lq_t and 0 at t = 0)
@@ -37,11 +37,6 @@ Without autograd (``torch.no_grad``) and without maps, the forward recursion kee
 current state and writes each restored frame into a preallocated output, so memory does not
 grow with T (the bidirectional mode must keep T backward features).
 
-``flow_reference``: the frame t-1 that the flow stage (and the refinement) compares lq_t with:
-``"degraded"`` (r = lq, the default) or ``"restored"`` (r = out_{t-1}, detached: the network's
-own restored previous frame, so the flow sees one noisy frame instead of two; no extra compute,
-but the clip's flows are then estimated step by step in training too).
-
 Given flows: ``net(lq, noise_level, flows=v)`` with v (B, T, 2, H, W) uses v_t in place of the
 flow stage's estimate (v_0 is ignored; motion refinement still applies), e.g. flow the data
 loader estimated on the crop grown by a margin of context (``ClipDataset(flow_estimator=...)``).
@@ -66,9 +61,6 @@ from lightning_modules.stages.alignment_hint import HINT_CHANNELS, alignment_hin
 from lightning_modules.stages.attention import TemporalAttentionFusion
 from lightning_modules.stages.restoration import RestorationUNet
 from lightning_modules.stages.warp import flow_warp, in_bounds_mask
-
-# the frame t-1 the flow stage compares frame t with: the degraded input or the restored output
-FLOW_REFERENCES = ("degraded", "restored")
 
 # fusion(channels, num_temporal) -> module fusing current features with temporal ones per scale
 FusionFactory = Callable[..., nn.Module]
@@ -191,13 +183,8 @@ class VideoRestorationNet(nn.Module):
         blend: nn.Module | None = None,
         previous_input: bool = False,
         alignment_hint: bool = False,
-        flow_reference: str = "degraded",
     ):
         super().__init__()
-        if flow_reference not in FLOW_REFERENCES:
-            raise ValueError(
-                f"flow_reference: expected one of {FLOW_REFERENCES}, got {flow_reference!r}"
-            )
         expected_extra = extra_input_channels(
             noise_channel, guide_frame, blend is not None, previous_input
         )
@@ -219,7 +206,6 @@ class VideoRestorationNet(nn.Module):
         self.blend = blend
         self.previous_input = previous_input
         self.alignment_hint = alignment_hint
-        self.flow_reference = flow_reference
         num_temporal = 2 if bidirectional else 1
         hint = {"hint_channels": HINT_CHANNELS} if alignment_hint else {}
         self.fusion = nn.ModuleList(
@@ -249,15 +235,6 @@ class VideoRestorationNet(nn.Module):
         flow = flow.view(batch, num_frames - 1, *flow.shape[1:])
         zero = flow.new_zeros(batch, 1, *flow.shape[2:])
         return torch.cat([flow, zero] if reverse else [zero, flow], dim=1)
-
-    def _flow_reference(
-        self, previous_lq: Tensor | None, previous_out: Tensor | None
-    ) -> Tensor | None:
-        """r_{t-1}: the frame the flow stage compares the current one with (``flow_reference``);
-        the restored one is detached (the motion is not trained through the previous output)."""
-        if self.flow_reference == "restored" and previous_out is not None:
-            return previous_out.detach()
-        return previous_lq
 
     def _motion(
         self,
@@ -363,8 +340,7 @@ class VideoRestorationNet(nn.Module):
             current = lq[:, t]
             neighbour = lq[:, t + 1] if t + 1 < num_frames else None
             given = None if flows is None else flows[:, t]
-            reference = self._flow_reference(neighbour, previous_out)
-            _, refined = self._motion(state, current, reference, given)
+            _, refined = self._motion(state, current, neighbour, given)
             frame, encoded = self._encode(current, noise_map, previous_out, refined, neighbour)
             step = self._purify(state, refined, encoded)
             bits_y, bits_z = bits_y + step.bits_y, bits_z + step.bits_z
@@ -397,8 +373,7 @@ class VideoRestorationNet(nn.Module):
         refined flow). ``backward``: Q_t of a bidirectional net, ``backward_hints`` its alignment
         hints per scale; ``with_rate``: see _purify; ``given_flow``: v_t to use instead of the
         flow stage's."""
-        reference = self._flow_reference(state.previous_lq, state.previous_out)
-        flow, refined = self._motion(state.features, current, reference, given_flow)
+        flow, refined = self._motion(state.features, current, state.previous_lq, given_flow)
         frame, encoded = self._encode(
             current, noise_map, state.previous_out, refined, state.previous_lq
         )
@@ -475,8 +450,7 @@ class VideoRestorationNet(nn.Module):
 
         # Training keeps every frame's graph anyway, so it estimates the clip's flows at once;
         # inference estimates them frame by frame, so memory does not grow with T.
-        # (With flow_reference="restored" frame t's flow needs out_{t-1}: estimated step by step.)
-        batch_flows = keep_graph and num_frames > 1 and self.flow_reference == "degraded"
+        batch_flows = keep_graph and num_frames > 1
         if flows is None and batch_flows:
             flows = self._clip_flows(lq)
         bits_y = bits_z = lq.new_zeros(())

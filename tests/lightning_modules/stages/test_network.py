@@ -49,7 +49,6 @@ GRADIENT_CASES = [
     ("adaptive_q", ["model.previous_input=true"]),
     ("no_codec", ["model.previous_input=true", "model.bidirectional=true"]),
     ("adaptive_q", ["model.alignment_hint=true"]),
-    ("adaptive_q", ["model.flow_reference=restored"]),
     ("no_codec", ["model.alignment_hint=true", "model.bidirectional=true", "model/fusion=concat"]),
 ]
 
@@ -425,59 +424,3 @@ def test_training_estimates_the_clip_flows_in_one_call_with_the_per_frame_result
     with torch.no_grad():
         net(lq, sigma(2))
     assert net.flow.batches == [2] * 3 * (2 if bidirectional else 1)
-
-
-class _RecordsPairs(torch.nn.Module):
-    """Wraps a flow stage and records every (current, neighbour) pair it is given."""
-
-    def __init__(self, flow):
-        super().__init__()
-        self.flow, self.pairs = flow, []
-
-    def forward(self, current, neighbour):
-        self.pairs.append((current.detach().clone(), neighbour.detach().clone()))
-        return self.flow(current, neighbour)
-
-
-@pytest.mark.parametrize("train", [False, True])
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_restored_flow_reference_compares_each_frame_with_the_previous_output(train, bidirectional):
-    """flow_reference=restored: v_t = flow(lq_t, out_{t-1}), in inference and in training (step by
-    step, no batched clip flows), forward and backward; the default compares lq_t with lq_{t-1}."""
-    extra = ["model.bidirectional=true"] if bidirectional else []
-    net = tiny("adaptive_q", "model.flow_reference=restored", *extra).train(train)
-    net.flow = _RecordsPairs(net.flow)
-    lq = clip()
-    with torch.set_grad_enabled(train):
-        out = net(lq, sigma())
-    forward_pairs = net.flow.pairs[-(T - 1) :]  # a bidirectional net's backward pass comes first
-    assert len(net.flow.pairs) == (T - 1) * (2 if bidirectional else 1)
-    for t, (current, neighbour) in enumerate(forward_pairs, start=1):
-        assert torch.equal(current, lq[:, t])
-        torch.testing.assert_close(neighbour, out.restored[:, t - 1].detach())
-    if bidirectional:  # the backward pass's references are its own outputs, no input frame
-        backward_references = [n for _, n in net.flow.pairs[: T - 1]]
-        assert not any(torch.equal(n, lq[:, s]) for n in backward_references for s in range(T))
-    degraded = tiny("adaptive_q", *extra).eval()
-    degraded.flow = _RecordsPairs(degraded.flow)
-    with torch.no_grad():
-        degraded(lq, sigma())
-    assert torch.equal(degraded.flow.pairs[-1][1], lq[:, T - 2])
-
-
-def test_restored_flow_reference_streams_as_the_whole_clip_does():
-    net = tiny("adaptive_q", "model.flow_reference=restored").eval()
-    lq, state, frames = clip(), None, []
-    with torch.no_grad():
-        whole = net(lq, sigma()).restored
-        for t in range(T):
-            restored, state = net.step(lq[:, t], sigma(), state)
-            frames.append(restored)
-    torch.testing.assert_close(torch.stack(frames, 1), whole)
-
-
-def test_unknown_flow_reference_is_refused():
-    with pytest.raises(
-        ValueError, match=r"flow_reference: expected one of \('degraded', 'restored'\)"
-    ):
-        tiny("no_codec", "model.flow_reference=previous")
