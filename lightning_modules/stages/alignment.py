@@ -4,7 +4,9 @@
 (B, C_s, h_s, w_s) at scale 1/2**s of the flow's (H, W) (h_s = floor or ceil of H / 2**s, as
 strided convs give) and v_s is the flow resampled to (h_s, w_s) with its vectors divided by
 exactly 2**s (a feature pixel j at scale 1/2**s stands for input pixel 2**s j, also when the
-size was ceil-rounded). No learnable parameters.
+size was ceil-rounded). ``mode``: grid_sample's interpolation, ``bilinear`` (default) or
+``bicubic`` (sharper: a state carried over many frames is resampled at every step, and bilinear
+sampling low-passes it each time). No learnable parameters.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ from torch import Tensor, nn
 
 from lightning_modules.stages.warp import flow_warp, resize_flow
 
+# nearest is left out: it passes no gradient to the flow (motion refinement learns through it)
+ALIGNMENT_MODES = ("bilinear", "bicubic")
+
 
 class MultiScaleAlignment(nn.Module):
     """Warp a list of ``num_scales`` feature maps (scales 1, 1/2, 1/4, ...) by one flow field."""
 
-    def __init__(self, num_scales: int = 3):
+    def __init__(self, num_scales: int = 3, mode: str = "bilinear"):
         super().__init__()
+        if mode not in ALIGNMENT_MODES:
+            raise ValueError(
+                f"MultiScaleAlignment: mode must be one of {ALIGNMENT_MODES}, got {mode!r}"
+            )
+        self.mode = mode
         if not isinstance(num_scales, int) or num_scales < 1:
             raise ValueError(
                 f"MultiScaleAlignment: num_scales must be a positive int, got {num_scales!r}"
@@ -59,5 +69,5 @@ class MultiScaleAlignment(nn.Module):
             scaled_flow = resize_flow(
                 flow, tuple(feat.shape[2:]), vector_scale=(1.0 / factor, 1.0 / factor)
             )
-            aligned.append(flow_warp(feat, scaled_flow))
+            aligned.append(flow_warp(feat, scaled_flow, mode=self.mode))
         return aligned

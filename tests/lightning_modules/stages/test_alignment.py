@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightning_modules.stages.alignment import MultiScaleAlignment
 from lightning_modules.stages.warp import flow_warp, resize_flow
@@ -57,11 +58,12 @@ def test_ceil_rounded_sizes_use_exact_power_of_two_vectors():
         torch.testing.assert_close(out, flow_warp(feat, scaled))
 
 
-def test_gradients_reach_features_and_flow():
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_gradients_reach_features_and_flow(mode):
     torch.manual_seed(0)
     feats = [f.requires_grad_(True) for f in feature_pyramid(1, 16, 16)]
     flow = (torch.randn(1, 2, 16, 16)).requires_grad_(True)
-    sum(out.square().sum() for out in MultiScaleAlignment()(feats, flow)).backward()
+    sum(out.square().sum() for out in MultiScaleAlignment(mode=mode)(feats, flow)).backward()
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
     assert flow.grad is not None and flow.grad.abs().sum() > 0
 
@@ -78,3 +80,28 @@ def test_wrong_inputs_raise():
         alignment(feats, torch.zeros(2, 16, 16))
     with pytest.raises(ValueError, match="num_scales"):
         MultiScaleAlignment(num_scales=0)
+    with pytest.raises(
+        ValueError, match=r"mode must be one of \('bilinear', 'bicubic'\), got 'nearest'"
+    ):
+        MultiScaleAlignment(mode="nearest")
+
+
+def test_bicubic_keeps_more_detail_than_bilinear_over_repeated_warps():
+    """A texture moved by half a pixel and back four times (eight resamplings, as a recurrent
+    state carried over eight frames): bilinear low-passes it at every step, bicubic much less;
+    whole-pixel shifts are exact in both."""
+    torch.manual_seed(0)  # a texture with detail down to 2 px (features are not white noise)
+    texture = F.interpolate(torch.rand(1, 4, 24, 24), size=(48, 48), mode="bilinear")
+    half = torch.zeros(1, 2, 48, 48)
+    half[:, 0] = 0.5
+    errors = {}
+    for mode in ("bilinear", "bicubic"):
+        alignment = MultiScaleAlignment(num_scales=1, mode=mode)
+        moved = texture
+        for _ in range(4):
+            moved = alignment([alignment([moved], half)[0]], -half)[0]
+        inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+        errors[mode] = (moved - texture)[inner].abs().mean().item()
+        whole = alignment([texture], 2 * half)[0]
+        torch.testing.assert_close(whole[..., :-1], texture[..., 1:])
+    assert errors["bicubic"] < 0.5 * errors["bilinear"]  # measured 0.37
