@@ -5,6 +5,7 @@
     python bench/temporal_gain.py --configs no_codec_flow --flow spynet=<flow checkpoint>
     python bench/temporal_gain.py --evaluate logs/.../best.ckpt   # held-out only, own vs zero flow
     python bench/temporal_gain.py --evaluate A.ckpt B.ckpt C.ckpt  # + their means, per flow
+    python bench/temporal_gain.py --evaluate A.ckpt --flow-input clean  # flow of the clean frames
 
 Each configuration is ``train.py`` with ``data=davis`` on the shared DAVIS frames (3 sequences of
 ``../shared/data``, σ ~ U[0, 50], half the clips static as ``data=davis`` has it), validated on
