@@ -173,17 +173,17 @@ def temporal_gain(
     ``flow_input``: the frames the network's flow stage runs on for the recurrent pass: the
     noisy ones (inference), the clean ones (an oracle: how much better alignment is worth), or
     the network's own frame-alone outputs (two passes over the clip)."""
+    if flow_input not in FLOW_INPUTS:
+        raise ValueError(f"flow_input: expected one of {FLOW_INPUTS}, got {flow_input!r}")
     noise = torch.Generator().manual_seed(0)
     lq = (frames + SIGMA * torch.randn(frames.shape, generator=noise))[None].to(device)
     gt = frames[None, 1:].to(device)
     sigma = torch.tensor([SIGMA], device=device) if net.noise_channel else None
-    alone_all = torch.cat([net(lq[:, t : t + 1], sigma).restored for t in range(lq.shape[1])], 1)
-    flow_frames = {"noisy": None, "clean": frames[None].to(device), "restored": alone_all}
-    if flow_input not in flow_frames:
-        raise ValueError(f"flow_input: expected one of {FLOW_INPUTS}, got {flow_input!r}")
-    given = flow_frames[flow_input]
+    first = 0 if flow_input == "restored" else 1  # frame 0 alone only to estimate flow on it
+    alone = torch.cat([net(lq[:, t : t + 1], sigma).restored for t in range(first, lq.shape[1])], 1)
+    given = {"noisy": None, "clean": frames[None].to(device), "restored": alone}[flow_input]
     recurrent = net(lq, sigma, flows=None if given is None else net._clip_flows(given))
-    alone = alone_all[:, 1:]
+    alone = alone[:, 1 - first :]
     psnr = frame_psnr_ssim(recurrent.restored[:, 1:], gt)[0].mean().item()
     psnr_alone = frame_psnr_ssim(alone, gt)[0].mean().item()
     noisy = frame_psnr_ssim(lq[:, 1:].clamp(0, 1), gt)[0].mean().item()
