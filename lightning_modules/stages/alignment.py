@@ -37,8 +37,11 @@ class MultiScaleAlignment(nn.Module):
             )
         self.num_scales = num_scales
 
-    def forward(self, feats: list[Tensor], flow: Tensor) -> list[Tensor]:
-        """Aligned features, one per scale, each the shape of its input."""
+    def forward(
+        self, feats: list[Tensor], flow: Tensor, current: list[Tensor] | None = None
+    ) -> list[Tensor]:
+        """Aligned features, one per scale, each the shape of its input. ``current`` (the current
+        frame's features, which a learned alignment conditions on) is not used here."""
         if not isinstance(feats, (list, tuple)) or len(feats) != self.num_scales:
             got = len(feats) if isinstance(feats, (list, tuple)) else type(feats).__name__
             raise ValueError(

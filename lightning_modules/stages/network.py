@@ -10,7 +10,7 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
     N_t, m_t = warp(lq_{t-1}, v̂_t)·m_t, in_bounds(v̂_t)  (previous_input; zeros at t = 0)
     x̃_t, α_t = blend(lq_t, G_t, σ)                 (optional; lq_t and 0 at t = 0)
     E_t     = restoration.encode(x̃_t, [σ map, G_t, N_t, m_t, α_t])
-    A_t     = alignment(S_{t-1}, v̂_t)               warped state, 3 scales
+    A_t     = alignment(S_{t-1}, v̂_t, E_t)          warped state, 3 scales (E_t: deformable)
     P_t     = codec(A_t, context=E_t[2])            purified features + bits (optional; zeros
                                                     and 0 bits at t = 0: no past to send)
     H_t     = alignment_hint(lq_t, lq_{t-1}, v̂_t)    (alignment_hint; zeros at t = 0)
@@ -318,7 +318,7 @@ class VideoRestorationNet(nn.Module):
         if state is None:
             aligned = [torch.zeros_like(e) for e in encoded]
             return _Purified(aligned, zero, zero, {}, aligned[2])
-        aligned = self.alignment(state, refined)
+        aligned = self.alignment(state, refined, encoded)
         if self.codec is None:
             return _Purified(list(aligned), zero, zero, {}, aligned[2])
         context = encoded[2] if getattr(self.codec, "context_channels", 1) else None

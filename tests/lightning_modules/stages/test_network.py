@@ -50,6 +50,8 @@ GRADIENT_CASES = [
     ("no_codec", ["model.previous_input=true", "model.bidirectional=true"]),
     ("adaptive_q", ["model.alignment_hint=true"]),
     ("no_codec", ["model.alignment_hint=true", "model.bidirectional=true", "model/fusion=concat"]),
+    ("adaptive_q", ["model/alignment=deformable"]),
+    ("no_codec", ["model/alignment=deformable", "model.bidirectional=true"]),
 ]
 
 

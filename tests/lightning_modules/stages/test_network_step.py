@@ -27,6 +27,7 @@ def clip(seed=1):
         ("no_codec", ["model/blend=recursive"]),
         ("no_codec", ["model.previous_input=true"]),
         ("adaptive_q", ["model.alignment_hint=true"]),
+        ("adaptive_q", ["model/alignment=deformable"]),
         ("fixed_q", ["model.noise_channel=false"]),
     ],
 )
