@@ -309,7 +309,7 @@ def test_the_previous_input_follows_the_refined_flow_and_trains_the_refinement()
     """The warp of lq_{t-1} uses v̂_t, so the restoration loss reaches the motion refinement
     through it (even with no recurrent state to align: the state's own path is cut here)."""
     net = tiny("no_codec", "model/flow=zero", "model.previous_input=true").train()
-    net.alignment.forward = lambda state, flow: [torch.zeros_like(s).detach() for s in state]
+    net.alignment.forward = lambda state, flow, current: [torch.zeros_like(s) for s in state]
     net(clip(), sigma()).restored[:, 1:].sum().backward()
     grads = [p.grad for p in net.mv_refine.parameters()]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
