@@ -75,11 +75,13 @@ class FlowGuidedDeformableAlignment(MultiScaleAlignment):
     ):
         channels, deform_scales = tuple(channels), tuple(deform_scales)
         super().__init__(num_scales=len(channels), mode=mode)
-        if not deform_scales or any(
-            not isinstance(s, int) or not 0 <= s < len(channels) for s in deform_scales
+        if (
+            not deform_scales
+            or len(set(deform_scales)) != len(deform_scales)
+            or any(not isinstance(s, int) or not 0 <= s < len(channels) for s in deform_scales)
         ):
             raise ValueError(
-                f"FlowGuidedDeformableAlignment: deform_scales must be scale indices in "
+                f"FlowGuidedDeformableAlignment: deform_scales must be distinct scale indices in "
                 f"0..{len(channels) - 1}, got {list(deform_scales)}"
             )
         for s in deform_scales:

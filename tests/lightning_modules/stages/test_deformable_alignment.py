@@ -112,8 +112,9 @@ def test_matches_flow_warp_of_multiscale_at_plain_scales_with_bicubic():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"deform_scales": (3,)}, "deform_scales must be scale indices in 0..2"),
-        ({"deform_scales": ()}, "deform_scales must be scale indices"),
+        ({"deform_scales": (3,)}, "deform_scales must be distinct scale indices in 0..2"),
+        ({"deform_scales": ()}, "deform_scales must be distinct scale indices"),
+        ({"deform_scales": (2, 2)}, "deform_scales must be distinct scale indices"),
         ({"group_channels": 3}, "group_channels=3 must divide the channels of scale 2"),
         ({"max_residue": 0.0}, "max_residue must be > 0"),
     ],
