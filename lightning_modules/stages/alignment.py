@@ -42,6 +42,15 @@ class MultiScaleAlignment(nn.Module):
     ) -> list[Tensor]:
         """Aligned features, one per scale, each the shape of its input. ``current`` (the current
         frame's features, which a learned alignment conditions on) is not used here."""
+        return self.warp(feats, self.scaled_flows(feats, flow))
+
+    def warp(self, feats: list[Tensor], flows: list[Tensor]) -> list[Tensor]:
+        """Each feature map warped by its scale's flow (``scaled_flows``)."""
+        return [flow_warp(feat, f, mode=self.mode) for feat, f in zip(feats, flows)]
+
+    def scaled_flows(self, feats: list[Tensor], flow: Tensor) -> list[Tensor]:
+        """v_s per scale: ``flow`` resized to feats[s] with its vectors divided by 2**s; errors
+        unless feats are ``num_scales`` maps at 1, 1/2, 1/4, ... of the flow's size."""
         if not isinstance(feats, (list, tuple)) or len(feats) != self.num_scales:
             got = len(feats) if isinstance(feats, (list, tuple)) else type(feats).__name__
             raise ValueError(
@@ -52,7 +61,7 @@ class MultiScaleAlignment(nn.Module):
             shape = tuple(flow.shape) if isinstance(flow, Tensor) else type(flow).__name__
             raise ValueError(f"MultiScaleAlignment: flow must be (B, 2, H, W), got {shape}")
         height, width = flow.shape[2:]
-        aligned = []
+        flows = []
         for scale_index, feat in enumerate(feats):
             factor = 2**scale_index
             allowed_h = {height // factor, math.ceil(height / factor)}
@@ -69,8 +78,7 @@ class MultiScaleAlignment(nn.Module):
                     f"of the flow size {(height, width)}, i.e. h in {sorted(allowed_h)} and "
                     f"w in {sorted(allowed_w)}; got {shape}"
                 )
-            scaled_flow = resize_flow(
-                flow, tuple(feat.shape[2:]), vector_scale=(1.0 / factor, 1.0 / factor)
+            flows.append(
+                resize_flow(flow, tuple(feat.shape[2:]), vector_scale=(1.0 / factor, 1.0 / factor))
             )
-            aligned.append(flow_warp(feat, scaled_flow, mode=self.mode))
-        return aligned
+        return flows

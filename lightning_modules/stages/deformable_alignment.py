@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from lightning_modules.stages.alignment import MultiScaleAlignment
 from lightning_modules.stages.deform_conv import ModulatedDeformConv2d
-from lightning_modules.stages.warp import resize_flow
 
 TAPS = 9  # a 3x3 deformable kernel
 
@@ -114,22 +113,19 @@ class FlowGuidedDeformableAlignment(MultiScaleAlignment):
     ) -> list[Tensor]:
         """Aligned features, one per scale; ``current``: E_t, the current frame's features at
         the same scales (the offset heads' condition)."""
-        aligned = super().forward(feats, flow)
         if current is None or len(current) != len(feats):
             got = None if current is None else f"{len(current)} tensors"
             raise ValueError(
                 f"FlowGuidedDeformableAlignment: current must be the current frame's features at "
                 f"the {len(feats)} scales, got {got}"
             )
+        flows = self.scaled_flows(feats, flow)
+        aligned = self.warp(feats, flows)
         for s in self.deform_scales:
             if current[s].shape != feats[s].shape:
                 raise ValueError(
                     f"FlowGuidedDeformableAlignment: current[{s}] has shape "
                     f"{tuple(current[s].shape)}, the state {tuple(feats[s].shape)}"
                 )
-            factor = 2**s
-            scaled = resize_flow(
-                flow, tuple(feats[s].shape[2:]), vector_scale=(1.0 / factor, 1.0 / factor)
-            )
-            aligned[s] = self.deform[str(s)](feats[s], aligned[s], current[s], scaled)
+            aligned[s] = self.deform[str(s)](feats[s], aligned[s], current[s], flows[s])
         return aligned
