@@ -16,6 +16,7 @@ temporal state S_{t-1} (decoder features at scales 1, 1/2, 1/4; zeros at t = 0):
     H_t     = alignment_hint(lq_t, lq_{t-1}, v̂_t)    (alignment_hint; zeros at t = 0)
     F_t[s]  = fusion[s](E_t[s], [P_t[s]], [H_t[s]])  attention (or plain concat) per scale
     out_t, S_t = restoration.decode(F_t, x̃_t)        out_t = x̃_t + residual
+    out_t   = output_filter(out_t, out_{t-1}, v̂_t)    (optional; out_{t-1} already filtered)
 
 With ``guide_frame`` the previous restored frame, aligned, joins the encoder's input (3 more
 channels after the σ map), and with ``blend`` (``temporal_blend.TemporalBlend``) it is averaged
@@ -26,7 +27,10 @@ noise is independent of the current frame's, so the U-Net can average the two wh
 (what multi-frame denoisers such as FastDVDnet learn from), and the mask is 0 where the warp read
 outside the frame and at t = 0. With ``alignment_hint`` the fusion gates also get H_t, how much
 of the difference between lq_t and the aligned lq_{t-1} the noise cannot explain, and where the
-warp read outside the frame (``alignment_hint.py``), pooled to each scale.
+warp read outside the frame (``alignment_hint.py``), pooled to each scale. With
+``output_filter`` (``output_filter.RecursiveOutputFilter``) the restored frame is averaged with the
+aligned previous (filtered) output where the two agree: a recursive average of the restored
+frames that leaves the frame the U-Net restores untouched.
 
 Bidirectional: a backward recurrence (t = T-1 .. 0, flow towards lq_{t+1}, its own fusion,
 shared stages, its own guide frames) first gives purified backward features Q_t; the forward
@@ -183,6 +187,7 @@ class VideoRestorationNet(nn.Module):
         blend: nn.Module | None = None,
         previous_input: bool = False,
         alignment_hint: bool = False,
+        output_filter: nn.Module | None = None,
     ):
         super().__init__()
         expected_extra = extra_input_channels(
@@ -206,6 +211,7 @@ class VideoRestorationNet(nn.Module):
         self.blend = blend
         self.previous_input = previous_input
         self.alignment_hint = alignment_hint
+        self.output_filter = output_filter
         num_temporal = 2 if bidirectional else 1
         hint = {"hint_channels": HINT_CHANNELS} if alignment_hint else {}
         self.fusion = nn.ModuleList(
@@ -389,6 +395,10 @@ class VideoRestorationNet(nn.Module):
             fuse(e, tf, h) for fuse, e, tf, h in zip(self.fusion, encoded, temporal, temporal_hints)
         ]
         restored, features = self.restoration.decode(fused, frame)
+        if self.output_filter is not None and state.previous_out is not None:
+            restored, _ = self.output_filter(
+                restored, state.previous_out, refined, noise_level_of(noise_map)
+            )
         return restored, StreamState(features, restored, current), purified, flow, refined
 
     def step(
