@@ -6,6 +6,7 @@
     python bench/temporal_gain.py --evaluate logs/.../best.ckpt   # held-out only, own vs zero flow
     python bench/temporal_gain.py --evaluate A.ckpt B.ckpt C.ckpt  # + their means, per flow
     python bench/temporal_gain.py --evaluate A.ckpt --flow-input clean  # flow of the clean frames
+    python bench/temporal_gain.py --evaluate A.ckpt --output-filter  # + an untrained output filter
 
 Each configuration is ``train.py`` with ``data=davis`` on the shared DAVIS frames (3 sequences of
 ``../shared/data``, σ ~ U[0, 50], half the clips static as ``data=davis`` has it), validated on
@@ -23,6 +24,8 @@ for ``--minutes`` of training (``trainer.max_time``). Configurations (``--config
   recurrence as well (``model.bidirectional=true``, ~1.7x the step time), not run unless named;
 - ``adaptive_q_flow_no_refine``: ``adaptive_q_flow`` without the motion refinement
   (``model/mv_refine=none``: the flow stage's vectors align the state), not run unless named;
+- ``adaptive_q_flow_output_filter``: ``adaptive_q_flow`` with the motion-compensated recursive
+  filter of the restored frames (``model/output_filter=recursive``), not run unless named;
 - ``adaptive_q_flow_clean_teacher``: ``adaptive_q_flow`` trained on flow that the data loader
   estimates on the *clean* frames with 64 px of context (``data.clean_flow_prob=1``: alignment as
   good as the flow stage gets on real motion); validation and the held-out clips use the
@@ -71,6 +74,7 @@ from datamodules.datasets.vimeo import scan_vimeo  # noqa: E402
 from lightning_modules.run.checkpoints import build_task_from_checkpoint  # noqa: E402
 from lightning_modules.run.compose import CONF_DIR, compose_config  # noqa: E402
 from lightning_modules.stages.dis_flow import DISFlow  # noqa: E402
+from lightning_modules.stages.output_filter import RecursiveOutputFilter  # noqa: E402
 from lightning_modules.stages.zero_flow import ZeroFlow  # noqa: E402
 from lightning_modules.tasks.metrics import frame_psnr_ssim  # noqa: E402
 
@@ -90,6 +94,7 @@ CONFIGS = {
     "no_codec_flow_bidirectional": ["model=no_codec", "model.bidirectional=true"],
     "adaptive_q_flow_bidirectional": ["model=adaptive_q", "model.bidirectional=true"],
     "adaptive_q_flow_no_refine": ["model=adaptive_q", "model/mv_refine=none"],
+    "adaptive_q_flow_output_filter": ["model=adaptive_q", "model/output_filter=recursive"],
     "adaptive_q_flow_clean_teacher": [
         "model=adaptive_q",
         "+data.flow_estimator=${model.flow}",
@@ -249,6 +254,11 @@ def evaluate_checkpoint(path: Path, args: argparse.Namespace) -> list[dict]:
             raise SystemExit(f"--dis-scale: {path} has a {own_flow} flow stage, not DISFlow")
         net.flow.scale = args.dis_scale
         own_flow += f" (scale {args.dis_scale:g})"
+    if args.output_filter:
+        if net.output_filter is not None:
+            raise SystemExit(f"--output-filter: {path} already has a trained output filter")
+        net.output_filter = RecursiveOutputFilter().to(args.device)
+        own_flow += " + untrained output filter"
     sequences = held_out_sequences(args.data_root)
     results = []
     if args.flow_input != "noisy":
@@ -363,6 +373,12 @@ def main() -> None:
         default="noisy",
         help="with --evaluate: the frames the flow stage runs on in the recurrent pass: noisy "
         "(inference), clean (an oracle) or the network's frame-alone outputs (two passes)",
+    )
+    parser.add_argument(
+        "--output-filter",
+        action="store_true",
+        help="with --evaluate: attach an output filter at its initial parameters (untrained, "
+        "model/output_filter=recursive's) to checkpoints trained without one",
     )
     add_run_arguments(parser, work_dir="bench_temporal_gain")
     args = parser.parse_args()

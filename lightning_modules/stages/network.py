@@ -133,8 +133,9 @@ class NetworkOutput:
 
 @dataclass
 class _Purified:
-    """What one temporal step yields before fusion: purified features (3 scales), bits, codec
-    maps, and the aligned 1/4-scale features the codec received."""
+    """What one temporal step yields: purified features (3 scales), bits, codec maps (and the
+    output filter's weight w_t, added after decoding), and the aligned 1/4-scale features the
+    codec received."""
 
     features: list[Tensor]
     bits_y: Tensor
@@ -396,9 +397,10 @@ class VideoRestorationNet(nn.Module):
         ]
         restored, features = self.restoration.decode(fused, frame)
         if self.output_filter is not None and state.previous_out is not None:
-            restored, _ = self.output_filter(
+            restored, weight = self.output_filter(
                 restored, state.previous_out, refined, noise_level_of(noise_map)
             )
+            purified.maps["filter_weight"] = weight
         return restored, StreamState(features, restored, current), purified, flow, refined
 
     def step(

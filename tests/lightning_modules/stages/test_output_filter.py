@@ -91,7 +91,8 @@ def test_in_the_network_the_first_frame_is_untouched_and_no_trust_is_no_filter()
     lq = still + 0.02 * torch.randn(still.shape, generator=generator)  # a static scene
     sigma = torch.full((1,), 25 / 255)
     with torch.no_grad():
-        filtered = net(lq, sigma).restored
+        output = net(lq, sigma, return_maps=True)
+        filtered = output.restored
         stage = net.output_filter
         net.output_filter = None
         plain = net(lq, sigma).restored
@@ -99,5 +100,8 @@ def test_in_the_network_the_first_frame_is_untouched_and_no_trust_is_no_filter()
         stage.trust_logit.fill_(-math.inf)  # w_max = 0: the filter is the identity
         no_trust = net(lq, sigma).restored
     torch.testing.assert_close(filtered[:, 0], plain[:, 0])
+    assert "filter_weight" not in output.maps[0]
+    weights = torch.stack([m["filter_weight"] for m in output.maps[1:]])
+    assert weights.shape == (3, 1, 1, 32, 48) and 0 < weights.mean() <= 0.5
     assert (filtered[:, 1:] - plain[:, 1:]).abs().max() > 1e-4
     torch.testing.assert_close(no_trust, plain)
