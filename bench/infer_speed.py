@@ -62,8 +62,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+OVERRIDES: list[str] = []  # --overrides, applied to every preset
+
+
 def build(preset: str, layout: str, device: str) -> torch.nn.Module:
-    net = build_network(preset).eval().to(device)
+    net = build_network(preset, OVERRIDES).eval().to(device)
     return set_channels_last(net, layout == "channels_last")
 
 
@@ -149,7 +152,7 @@ class ConvPeak:
 
 def gflops_per_frame(preset: str, size: tuple[int, int]) -> float:
     """Steady-state GFLOPs per frame at ``size``: FLOPs(T=2) − FLOPs(T=1)."""
-    net = build_network(preset).eval()
+    net = build_network(preset, OVERRIDES).eval()
     return (count_flops(net, 2, size)["total"] - count_flops(net, 1, size)["total"]) / 1e9
 
 
@@ -186,8 +189,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="default: available cores")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling section")
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        help="config overrides for every preset, e.g. model/output_filter=none",
+    )
     parser.add_argument("--memory-frames", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    OVERRIDES[:] = args.overrides
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     torch.set_num_threads(args.threads or available or os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -195,7 +205,10 @@ def main() -> None:
         print(json.dumps({"peak_mb": peak_memory_mb(args)}))
         return
 
-    print(f"Inference speed ({machine(args)}), best of {args.repeats} clips of {args.frames}\n")
+    extra = f", overrides {' '.join(OVERRIDES)}" if OVERRIDES else ""
+    print(
+        f"Inference speed ({machine(args)}{extra}), best of {args.repeats} clips of {args.frames}\n"
+    )
     print("| preset | size | layout | precision | s/frame | frames/s | GFLOPs/frame | GFLOP/s "
           "| conv peak GFLOP/s | vs conv peak |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
