@@ -24,8 +24,9 @@ for ``--minutes`` of training (``trainer.max_time``). Configurations (``--config
   recurrence as well (``model.bidirectional=true``, ~1.7x the step time), not run unless named;
 - ``adaptive_q_flow_no_refine``: ``adaptive_q_flow`` without the motion refinement
   (``model/mv_refine=none``: the flow stage's vectors align the state), not run unless named;
-- ``adaptive_q_flow_output_filter``: ``adaptive_q_flow`` with the motion-compensated recursive
-  filter of the restored frames (``model/output_filter=recursive``), not run unless named;
+- ``adaptive_q_flow_no_filter``: ``adaptive_q_flow`` without the presets' motion-compensated
+  recursive filter of the restored frames (``model/output_filter=none``, the paper's network),
+  not run unless named;
 - ``adaptive_q_flow_clean_teacher``: ``adaptive_q_flow`` trained on flow that the data loader
   estimates on the *clean* frames with 64 px of context (``data.clean_flow_prob=1``: alignment as
   good as the flow stage gets on real motion); validation and the held-out clips use the
@@ -94,7 +95,7 @@ CONFIGS = {
     "no_codec_flow_bidirectional": ["model=no_codec", "model.bidirectional=true"],
     "adaptive_q_flow_bidirectional": ["model=adaptive_q", "model.bidirectional=true"],
     "adaptive_q_flow_no_refine": ["model=adaptive_q", "model/mv_refine=none"],
-    "adaptive_q_flow_output_filter": ["model=adaptive_q", "model/output_filter=recursive"],
+    "adaptive_q_flow_no_filter": ["model=adaptive_q", "model/output_filter=none"],
     "adaptive_q_flow_clean_teacher": [
         "model=adaptive_q",
         "+data.flow_estimator=${model.flow}",
@@ -378,7 +379,8 @@ def main() -> None:
         "--output-filter",
         action="store_true",
         help="with --evaluate: attach an output filter at its initial parameters (untrained, "
-        "model/output_filter=recursive's) to checkpoints trained without one",
+        "model/output_filter=recursive's) to checkpoints trained without one (before 2026-12-02, "
+        "or with model/output_filter=none)",
     )
     add_run_arguments(parser, work_dir="bench_temporal_gain")
     args = parser.parse_args()

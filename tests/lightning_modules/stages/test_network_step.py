@@ -28,7 +28,7 @@ def clip(seed=1):
         ("no_codec", ["model.previous_input=true"]),
         ("adaptive_q", ["model.alignment_hint=true"]),
         ("adaptive_q", ["model/alignment=deformable"]),
-        ("adaptive_q", ["model/output_filter=recursive"]),
+        ("adaptive_q", ["model/output_filter=none"]),
         ("fixed_q", ["model.noise_channel=false"]),
     ],
 )
