@@ -154,6 +154,7 @@ def test_maps_only_when_asked(variant):
     out = net(clip(), sigma(), return_maps=True)  # grad enabled: maps must still be detached
     assert len(out.maps) == T
     expected_keys = FLOW_KEYS | (CODEC_KEYS if variant != "no_codec" else set())
+    expected_keys |= {"filter_weight"}  # the presets' output filter, from t = 1 on
     assert set(out.maps[0]) == FLOW_KEYS  # t = 0: no past, the codec does not run
     assert (out.maps[0]["purified"] == 0).all()
     for frame_maps in out.maps[1:]:
@@ -161,6 +162,8 @@ def test_maps_only_when_asked(variant):
         assert all(not m.requires_grad for m in frame_maps.values())
         assert frame_maps["flow"].shape == (B, 2, H, W)
         assert frame_maps["flow_refined"].shape == (B, 2, H, W)
+        assert frame_maps["filter_weight"].shape == (B, 1, H, W)
+        assert 0 <= frame_maps["filter_weight"].min() <= frame_maps["filter_weight"].max() <= 0.5
         if variant != "no_codec":
             for key in CODEC_KEYS:
                 assert frame_maps[key].shape == (B, LATENT, H // 4, W // 4), key
