@@ -18,22 +18,22 @@ feature state does not learn to remove it at the training budgets measured. Unli
 blend (``temporal_blend.py``) the frame the U-Net restores stays the degraded one, so the
 frame-alone path is untouched.
 
-The scalars w_max = sigmoid(a), κ and c are learned (a starts at 0, κ at 0.4, c at 0.01: τ ≈
-0.057 at σ = 30/255). Trained end to end: the loss sees r_t.
+The scalars w_max = sigmoid(a), κ and c are learned (``agreement_weight.AgreementWeight``,
+shared with the input blend; a starts at 0, κ at 0.4, c at 0.01: τ ≈ 0.057 at σ = 30/255).
+Trained end to end: the loss sees r_t.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from lightning_modules.stages.agreement_weight import AgreementWeight
 from lightning_modules.stages.alignment_hint import window_mean
 from lightning_modules.stages.warp import flow_warp, in_bounds_mask
 
 
-class RecursiveOutputFilter(nn.Module):
+class RecursiveOutputFilter(AgreementWeight):
     """``filter(restored, previous, flow, noise_level) -> (r_t, w_t)``; see the module docstring.
 
     Args:
@@ -50,28 +50,7 @@ class RecursiveOutputFilter(nn.Module):
         init_kappa: float = 0.4,
         init_offset: float = 0.01,
     ) -> None:
-        super().__init__()
-        owner = "RecursiveOutputFilter"
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
-            raise ValueError(f"{owner}: window must be an odd int >= 1, got {window!r}")
-        if not 0.0 < init_trust < 1.0:
-            raise ValueError(f"{owner}: init_trust must be in (0, 1), got {init_trust}")
-        if not (init_kappa > 0 and init_offset > 0):
-            raise ValueError(
-                "RecursiveOutputFilter: init_kappa and init_offset must be > 0, got "
-                f"{init_kappa}, {init_offset}"
-            )
-        self.window = window
-        self.trust_logit = nn.Parameter(torch.tensor(math.log(init_trust / (1 - init_trust))))
-        self.log_kappa = nn.Parameter(torch.tensor(math.log(init_kappa)))
-        self.log_offset = nn.Parameter(torch.tensor(math.log(init_offset)))
-
-    def tolerance(self, noise_level: Tensor | None, like: Tensor) -> Tensor:
-        """τ = κ·σ + c, (B, 1, 1, 1) (σ = 0 without a noise level)."""
-        sigma = like.new_zeros(like.shape[0], 1, 1, 1)
-        if noise_level is not None:
-            sigma = noise_level.reshape(-1, 1, 1, 1).to(like)
-        return self.log_kappa.exp() * sigma + self.log_offset.exp()
+        super().__init__(window, init_trust, init_kappa, init_offset)
 
     def forward(
         self,
@@ -94,7 +73,7 @@ class RecursiveOutputFilter(nn.Module):
         aligned = flow_warp(previous, flow)
         difference = aligned - restored
         disagreement = window_mean(difference.square().mean(1, keepdim=True), self.window)
-        tolerance = self.tolerance(noise_level, restored)
-        weight = torch.sigmoid(self.trust_logit) * torch.exp(-disagreement / tolerance.square())
+        tolerance = self.tolerance(self.sigma_of(noise_level, restored))
+        weight = self.max_trust() * torch.exp(-disagreement / tolerance.square())
         weight = weight * in_bounds_mask(flow).to(weight.dtype)
         return restored + weight * difference, weight

@@ -26,15 +26,14 @@ the input was averaged (and is less noisy than σ says).
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from lightning_modules.stages.agreement_weight import AgreementWeight
 from lightning_modules.stages.alignment_hint import window_mean
 
 
-class TemporalBlend(nn.Module):
+class TemporalBlend(AgreementWeight):
     """``blend(x, guide, noise_level) -> (x̃, α)``; see the module docstring.
 
     Args:
@@ -55,25 +54,12 @@ class TemporalBlend(nn.Module):
         init_offset: float = 0.02,
         detector: str = "excess_energy",
     ) -> None:
-        super().__init__()
+        super().__init__(window, init_trust, init_kappa, init_offset)
         if detector not in self.DETECTORS:
             raise ValueError(
                 f"TemporalBlend: detector must be one of {self.DETECTORS}, got {detector!r}"
             )
         self.detector = detector
-        if not isinstance(window, int) or window < 1 or window % 2 == 0:
-            raise ValueError(f"TemporalBlend: window must be an odd int >= 1, got {window!r}")
-        if not 0.0 < init_trust < 1.0:
-            raise ValueError(f"TemporalBlend: init_trust must be in (0, 1), got {init_trust}")
-        if init_kappa <= 0 or init_offset <= 0:
-            raise ValueError(
-                f"TemporalBlend: init_kappa and init_offset must be > 0, got {init_kappa}, "
-                f"{init_offset}"
-            )
-        self.window = window
-        self.trust_logit = nn.Parameter(torch.tensor(math.log(init_trust / (1 - init_trust))))
-        self.log_kappa = nn.Parameter(torch.tensor(math.log(init_kappa)))
-        self.log_offset = nn.Parameter(torch.tensor(math.log(init_offset)))
 
     def weight(self, frame: Tensor, guide: Tensor, noise_level: Tensor | None) -> Tensor:
         """α (B, 1, H, W) in [0, α_max]."""
@@ -81,14 +67,12 @@ class TemporalBlend(nn.Module):
         energy = self.detector == "excess_energy"
         disagreement = (difference.square() if energy else difference.abs()).mean(1, keepdim=True)
         disagreement = window_mean(disagreement, self.window)
-        sigma = frame.new_zeros(frame.shape[0], 1, 1, 1)
-        if noise_level is not None:
-            sigma = noise_level.reshape(-1, 1, 1, 1).to(frame)
-        tolerance = self.log_kappa.exp() * sigma + self.log_offset.exp()
+        sigma = self.sigma_of(noise_level, frame)
+        tolerance = self.tolerance(sigma)
         if energy:
             excess = (disagreement - sigma.square()).clamp(min=0.0)
-            return torch.sigmoid(self.trust_logit) * torch.exp(-excess / tolerance.square())
-        return torch.sigmoid(self.trust_logit) * torch.exp(-((disagreement / tolerance) ** 2))
+            return self.max_trust() * torch.exp(-excess / tolerance.square())
+        return self.max_trust() * torch.exp(-((disagreement / tolerance) ** 2))
 
     def forward(
         self, frame: Tensor, guide: Tensor, noise_level: Tensor | None = None
