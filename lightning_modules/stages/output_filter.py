@@ -15,8 +15,9 @@ Why next to the feature recurrence: on the moving held-out clip the same average
 the fact to a trained net's outputs gained +1.2 dB over the net's own recurrence (docs/
 ARCHITECTURE.md, issue 8); the U-Net's residual error is what averaging removes, and the
 feature state does not learn to remove it at the training budgets measured. Unlike the input
-blend (``temporal_blend.py``) the frame the U-Net restores stays the degraded one, so the
-frame-alone path is untouched.
+blend (``temporal_blend.py``) the frame the U-Net restores stays the degraded one and frame 0
+is never filtered (trained with the filter, the U-Net's frame-alone output still gets weaker on
+moving video: it learns to lean on the average; bench/RESULTS.md, session 20).
 
 The scalars w_max = sigmoid(a), κ and c are learned (``agreement_weight.AgreementWeight``,
 shared with the input blend; a starts at 0, κ at 0.4, c at 0.01: τ ≈ 0.057 at σ = 30/255).
