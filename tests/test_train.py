@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -94,8 +95,15 @@ def test_wandb_offline_run_directory_with_logged_keys(tmp_path):
             wandb.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, list((tmp_path / "wandb").iterdir())
-    records = next(runs[0].glob("run-*.wandb")).read_bytes()
-    for key in (b"train/loss", b"val/psnr", b"val/strips", b"model"):
+    log_file = next(runs[0].glob("run-*.wandb"))
+    keys = (b"train/loss", b"val/psnr", b"val/strips", b"model")
+    # wandb's service process writes this log; once in a full suite (2 cores, session 21) the
+    # file held only its 7-byte header when read right after finish(), so wait for it (≤ 30 s).
+    deadline = time.monotonic() + 30.0
+    while not all(k in log_file.read_bytes() for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    records = log_file.read_bytes()
+    for key in keys:
         assert key in records, key
     assert os.environ["WANDB_DIR"].startswith(str(tmp_path.parent))  # conftest: tmp only
 
