@@ -29,6 +29,7 @@ from lightning_modules.tasks.lr_schedules import (
 )
 from lightning_modules.tasks.metrics import METRIC_SPACES, ClipQualityMetrics, frame_psnr
 from lightning_modules.tasks.network_inputs import flow_inputs, network_inputs
+from lightning_modules.tasks.run_length import TimeBudgetSteps, time_budget_timer
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -86,7 +87,10 @@ class RestorationTask(pl.LightningModule):
         rate_warmup_steps: after the delay, λ ramps linearly from 0 to ``rate_weight`` over these
             optimizer steps (0: full λ at once). Validation and test losses always use the full λ.
             A run too short for delay + warm-up gets both scaled down so that λ is full at half the
-            run (logged): the default sample run still trains its entropy model.
+            run (logged): the default sample run still trains its entropy model. A run that
+            ``trainer.max_time`` may end first is measured for its first steps and fitted to the
+            steps its time allows (``run_length.TimeBudgetSteps``), so the schedule keeps its
+            shape on slower and faster machines.
         charbonnier_eps: ε of the Charbonnier distortion ``sqrt(d² + ε²)``.
         flow_lr_scale: learning-rate multiplier of ``net.flow``'s parameters (own param group).
         freeze_flow_steps: ``net.flow`` is not updated during the first N optimizer steps.
@@ -157,6 +161,7 @@ class RestorationTask(pl.LightningModule):
         self.test_metrics = ClipQualityMetrics(metric_space, crop_border, metric_edge_frames)
         self.test_records: list[dict[str, Any]] = []
         self.rate_schedule = (rate_delay_steps, rate_warmup_steps)  # (delay, warm-up) in use
+        self.time_budget_steps = TimeBudgetSteps()
 
     # ----------------------------------------------------------------------------- network
     def forward(
@@ -241,17 +246,9 @@ class RestorationTask(pl.LightningModule):
     def on_fit_start(self) -> None:
         """Fit the rate schedule to the run's length (see ``rate_delay_steps``); warn (once, rank
         zero) when the flow stage is a learnable one that reports no motion."""
-        delay, warmup = self.hparams.rate_delay_steps, self.hparams.rate_warmup_steps
-        total = self.trainer.estimated_stepping_batches
-        self.rate_schedule = (delay, warmup)
-        if delay + warmup > 0 and math.isfinite(total) and delay + warmup >= total:
-            scale = (total // 2) / (delay + warmup)
-            self.rate_schedule = (int(delay * scale), int(warmup * scale))
-            rank_zero_info(  # expected in short runs (the default sample run): not a warning
-                f"RestorationTask: the rate delay + warm-up ({delay} + {warmup} steps) is not "
-                f"shorter than the run ({int(total)} steps); using {self.rate_schedule[0]} + "
-                f"{self.rate_schedule[1]} so that λ is full at half the run"
-            )
+        self.rate_schedule = (self.hparams.rate_delay_steps, self.hparams.rate_warmup_steps)
+        self.time_budget_steps.reset()
+        self._fit_rate_schedule(self.trainer.estimated_stepping_batches, "")
         if flow_is_untrained(getattr(self.net, "flow", None)):
             rank_zero_warn(
                 "the flow stage outputs zero flow on moving frames: it has no pretrained weights, "
@@ -259,6 +256,37 @@ class RestorationTask(pl.LightningModule):
                 "model/flow=dis (no training needed), or model.flow.pretrained=<SPyNet "
                 "checkpoint> (python train.py experiment=flow_pretrain makes one).",
                 category=UserWarning,
+            )
+
+    def _fit_rate_schedule(self, total: float, how: str) -> None:
+        """Scale the configured delay + warm-up down so that λ is full at half a run of
+        ``total`` steps, when they do not fit in it (``how`` says where ``total`` came from)."""
+        delay, warmup = self.hparams.rate_delay_steps, self.hparams.rate_warmup_steps
+        if delay + warmup > 0 and math.isfinite(total) and delay + warmup >= total:
+            scale = (total // 2) / (delay + warmup)
+            self.rate_schedule = (int(delay * scale), int(warmup * scale))
+            rank_zero_info(  # expected in short runs (the default sample run): not a warning
+                f"RestorationTask: the rate delay + warm-up ({delay} + {warmup} steps) is not "
+                f"shorter than the run ({int(total)} steps{how}); using {self.rate_schedule[0]} "
+                f"+ {self.rate_schedule[1]} so that λ is full at half the run"
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """In a run that ``trainer.max_time`` may end, fit the rate schedule to the steps the
+        time allows, once, after the first ``run_length.MEASURE_STEPS`` steps are timed."""
+        timer = time_budget_timer(self.trainer)
+        if timer is None or self.time_budget_steps.done:
+            return
+        total = self.time_budget_steps.observe(
+            self.global_step, timer.time_elapsed(), timer.time_remaining()
+        )
+        if total is None:
+            return
+        bound = self.trainer.estimated_stepping_batches
+        if total < bound:
+            seconds = timer.time_remaining() + timer.time_elapsed()
+            self._fit_rate_schedule(
+                total, f", estimated: {seconds / 60:g} min of trainer.max_time at this pace"
             )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

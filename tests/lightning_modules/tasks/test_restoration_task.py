@@ -193,6 +193,56 @@ def test_rate_schedule_longer_than_the_run_is_scaled_to_half_of_it(tmp_path, cap
     assert trainer.callback_metrics["train/rate_weight"].item() == pytest.approx(0.2)
 
 
+class _StepClockTimer(pl.callbacks.Timer):
+    """A Timer whose clock advances ``seconds_per_step`` at every training batch: what
+    ``trainer.max_time`` builds, on a clock the test controls."""
+
+    def __init__(self, seconds: float, seconds_per_step: float) -> None:
+        super().__init__(duration={"seconds": seconds}, interval="step")
+        self.now, self.seconds_per_step = 0.0, seconds_per_step
+
+    def on_train_batch_start(self, *args) -> None:
+        self.now += self.seconds_per_step
+
+    def time_elapsed(self, stage="train") -> float:
+        return self.now
+
+
+def test_rate_schedule_is_fitted_to_the_steps_a_time_budget_allows(tmp_path, caplog):
+    """100 s at 1 s per step: 100 steps, so 60 + 40 becomes 30 + 20 after 21 timed steps."""
+    task = RestorationTask(
+        StandInNet(), _adam(), rate_weight=0.2, rate_delay_steps=60, rate_warmup_steps=40
+    )
+    seen = _RateWeights()
+    timer = _StepClockTimer(seconds=100, seconds_per_step=1.0)
+    trainer = tiny_trainer(
+        tmp_path, max_steps=-1, max_epochs=-1, limit_val_batches=0, callbacks=[timer, seen]
+    )
+    with caplog.at_level(logging.INFO):
+        trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+    assert trainer.global_step == 100
+    assert re.search(r"\(60 \+ 40 steps\).*run \(100 steps, estimated: 1\.66667 min", caplog.text)
+    assert task.rate_schedule == (30, 20)
+    assert seen.rate_weights[:30] == [0.0] * 30  # both delays: the configured one, the fitted one
+    assert seen.rate_weights[40] == pytest.approx(0.2 * 10 / 20)
+    assert seen.rate_weights[-1] == pytest.approx(0.2)
+    # A time budget longer than the steps: the step bound's fit stands, nothing is re-fitted.
+    caplog.clear()
+    task = RestorationTask(
+        StandInNet(), _adam(), rate_weight=0.2, rate_delay_steps=60, rate_warmup_steps=40
+    )
+    trainer = tiny_trainer(
+        tmp_path,
+        max_steps=30,
+        limit_val_batches=0,
+        callbacks=[_StepClockTimer(seconds=1000, seconds_per_step=1.0)],
+    )
+    with caplog.at_level(logging.INFO):
+        trainer.fit(task, DataLoader(ClipSet(count=1), batch_size=1))
+    assert task.rate_schedule == (9, 6)
+    assert "estimated" not in caplog.text
+
+
 def test_noise_level_comes_from_batch_sigma(tmp_path):
     net = StandInNet()
     task = RestorationTask(net, _adam())
