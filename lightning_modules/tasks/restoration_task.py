@@ -282,6 +282,8 @@ class RestorationTask(pl.LightningModule):
         )
         if total is None:
             return
+        # Every rank gets here at the same step; rank 0's clock decides for all of them.
+        total = self.trainer.strategy.broadcast(total, src=0)
         bound = self.trainer.estimated_stepping_batches
         if total < bound:
             seconds = timer.time_remaining() + timer.time_elapsed()
